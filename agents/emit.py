@@ -1,0 +1,69 @@
+"""Sending the core's outputs to their topics."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from attribution.messages import (
+    JourneyCommand,
+    OrderCommand,
+    VisitorCommand,
+    command_to_wire,
+    customer_key,
+    order_key,
+)
+from attribution.rows import Rejection, Row
+from streams.app import Topology
+from streams.codecs import encode
+
+log = logging.getLogger(__name__)
+
+
+async def send_rows(topology: Topology, rows: list[Row]) -> None:
+    for row in rows:
+        await topology.rows.send(value=encode(row.to_wire()))
+
+
+async def send_visitor_command(topology: Topology, command: VisitorCommand) -> None:
+    await topology.visitor_commands.send(
+        key=command.visitor_id.encode(), value=encode(command_to_wire(command))
+    )
+
+
+async def send_order_command(topology: Topology, command: OrderCommand) -> None:
+    await topology.order_commands.send(
+        key=order_key(command).encode(), value=encode(command_to_wire(command))
+    )
+
+
+async def send_journey_command(topology: Topology, command: JourneyCommand) -> None:
+    await topology.journey_commands.send(
+        key=customer_key(command).encode(), value=encode(command_to_wire(command))
+    )
+
+
+async def send_dead_letter(
+    topology: Topology, *, payload: bytes | dict[str, Any], field: str, reason: str, event_id: str = ""
+) -> None:
+    """An invalid event with its raw payload, the reason and when it was refused."""
+    record: dict[str, Any] = {
+        "event_id": event_id,
+        "field": field,
+        "reason": reason,
+        "dead_lettered_at": datetime.now(UTC).isoformat(),
+    }
+    if isinstance(payload, bytes):
+        record["payload"] = payload.decode("utf-8", errors="replace")
+    else:
+        record["payload"] = payload
+    log.warning("dead letter event_id=%s field=%s reason=%s", event_id, field, reason)
+    await topology.dead_letters.send(value=encode(record))
+
+
+async def send_rejection(topology: Topology, rejection: Rejection) -> None:
+    await send_dead_letter(
+        topology, payload=rejection.payload, field=rejection.field, reason=rejection.reason,
+        event_id=rejection.event_id,
+    )

@@ -1,0 +1,53 @@
+"""HTTP views on the worker's web port: liveness and read-only SQL on the embedded engine.
+
+The embedded engine allows one process per data dir, so while a worker runs,
+`attribution sql` and the tests read through this view.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from faust.web import Request, Response, View
+
+from streams.app import Topology
+
+READ_ONLY_PREFIXES = ("select", "with", "show", "describe", "desc", "explain", "exists")
+
+
+def is_read_only(sql: str) -> bool:
+    return sql.lstrip().lower().startswith(READ_ONLY_PREFIXES)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (int, float, str, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def register(topology: Topology) -> None:
+    app = topology.app
+
+    @app.page("/health")
+    class Health(View):
+        async def get(self, request: Request) -> Response:
+            return self.json({"status": "ok"})
+
+    @app.page("/sql")
+    class ReadOnlySql(View):
+        async def get(self, request: Request) -> Response:
+            return self._run(request.query.get("q", ""))
+
+        async def post(self, request: Request) -> Response:
+            return self._run(await request.text())
+
+        def _run(self, statement: str) -> Response:
+            if not is_read_only(statement):
+                return self.json({"error": "only read-only statements are served"}, status=400)
+            try:
+                columns, rows = topology.clickhouse.writer().query(statement)
+            except Exception as error:
+                return self.json({"error": str(error)}, status=400)
+            return self.json(
+                {"columns": columns, "rows": [[_plain(value) for value in row] for row in rows]}
+            )

@@ -1,0 +1,128 @@
+"""The visitor stage: which customer a browser belongs to, and where its clicks go.
+
+Clicks of an anonymous visitor wait under the visitor's key. The first link of the
+visitor to a customer wins (SPEC 2.5); the waiting clicks then move to the
+customer's journey and later clicks are forwarded there directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from attribution.messages import (
+    Touchpoint,
+    TouchpointsArrived,
+    VisitorClick,
+    VisitorCommand,
+    VisitorLink,
+    Wire,
+)
+from attribution.rows import IdentityConflict
+from attribution.rules import Rules
+
+
+@dataclass(slots=True)
+class Visitor:
+    visitor_id: str
+    customer_id: str = ""
+    linked_at: datetime | None = None
+    waiting: dict[str, Touchpoint] = field(default_factory=dict)
+    """Clicks seen before the link. Kept after it (until they age out) so that a redelivered
+    link can forward them again if the first forward was lost in a crash."""
+    newest_event_at: datetime | None = None
+
+
+VisitorOutput = TouchpointsArrived | IdentityConflict
+
+
+def _expire(visitor: Visitor, moment: datetime, rules: Rules) -> None:
+    if visitor.newest_event_at is not None and moment <= visitor.newest_event_at:
+        return
+    visitor.newest_event_at = moment
+    oldest = moment - rules.touchpoint_retention
+    visitor.waiting = {
+        event_id: touchpoint
+        for event_id, touchpoint in visitor.waiting.items()
+        if touchpoint.occurred_at >= oldest
+    }
+
+
+def _link(visitor: Visitor, link: VisitorLink) -> list[VisitorOutput]:
+    if visitor.customer_id and visitor.customer_id != link.customer_id:
+        return [IdentityConflict(visitor.visitor_id, visitor.customer_id, link.customer_id)]
+    visitor.customer_id = link.customer_id
+    if visitor.linked_at is None or link.occurred_at < visitor.linked_at:
+        visitor.linked_at = link.occurred_at
+    # Forwarding on every link (even a repeated one) is what makes redelivery safe;
+    # the journey ignores clicks it already holds.
+    return [
+        TouchpointsArrived(
+            visitor.customer_id, visitor.visitor_id, visitor.linked_at,
+            tuple(visitor.waiting.values()),
+        )
+    ]
+
+
+def apply_to_visitor(
+    visitor: Visitor | None, command: VisitorCommand, rules: Rules
+) -> tuple[Visitor, list[VisitorOutput]]:
+    """Fold a click or a link into a visitor; return the state and the journey commands.
+
+    >>> from datetime import UTC
+    >>> at = datetime(2026, 1, 1, tzinfo=UTC)
+    >>> tp = Touchpoint("k1", at, "anna", "spring", "tiktok", "micro", visitor_id="v1")
+    >>> visitor, out = apply_to_visitor(None, VisitorClick("v1", tp), Rules())
+    >>> out, len(visitor.waiting)
+    ([], 1)
+    >>> visitor, out = apply_to_visitor(visitor, VisitorLink("v1", "c1", at, "i1"), Rules())
+    >>> out[0].customer_id, [tp.event_id for tp in out[0].touchpoints]
+    ('c1', ['k1'])
+    """
+    if visitor is None:
+        visitor = Visitor(command.visitor_id)
+    if isinstance(command, VisitorLink):
+        outputs = _link(visitor, command)
+        _expire(visitor, command.occurred_at, rules)
+        return visitor, outputs
+    touchpoint = command.touchpoint
+    outputs = []
+    if touchpoint.customer_id:
+        outputs = _link(
+            visitor,
+            VisitorLink(visitor.visitor_id, touchpoint.customer_id, touchpoint.occurred_at,
+                        touchpoint.event_id),
+        )
+        outputs.append(
+            TouchpointsArrived(touchpoint.customer_id, visitor.visitor_id, None, (touchpoint,))
+        )
+    elif visitor.customer_id:
+        outputs = [
+            TouchpointsArrived(visitor.customer_id, visitor.visitor_id, visitor.linked_at,
+                               (touchpoint,))
+        ]
+    else:
+        visitor.waiting[touchpoint.event_id] = touchpoint
+    _expire(visitor, touchpoint.occurred_at, rules)
+    return visitor, outputs
+
+
+def visitor_to_wire(visitor: Visitor) -> Wire:
+    return {
+        "v": visitor.visitor_id,
+        "u": visitor.customer_id,
+        "l": None if visitor.linked_at is None else visitor.linked_at.isoformat(),
+        "w": [touchpoint.to_wire() for touchpoint in visitor.waiting.values()],
+        "n": None if visitor.newest_event_at is None else visitor.newest_event_at.isoformat(),
+    }
+
+
+def visitor_from_wire(wire: Wire) -> Visitor:
+    waiting = (Touchpoint.from_wire(touchpoint) for touchpoint in wire["w"])
+    return Visitor(
+        wire["v"],
+        wire["u"],
+        None if wire["l"] is None else datetime.fromisoformat(wire["l"]),
+        {touchpoint.event_id: touchpoint for touchpoint in waiting},
+        None if wire["n"] is None else datetime.fromisoformat(wire["n"]),
+    )

@@ -1,0 +1,313 @@
+"""The journey stage: a customer's touchpoints and orders, and the credit of every order.
+
+`apply_to_journey(state, command, rules)` is the whole stage: it folds a command
+into the customer's state and returns the rows to emit. An order's credit is a
+pure function of the facts known about it, so it ends the same whatever the
+order in which those facts arrived (SPEC 5, "late events").
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from attribution.messages import (
+    JourneyCommand,
+    OrderFacts,
+    OrderUpdated,
+    RefundFacts,
+    Touchpoint,
+    TouchpointsArrived,
+    Wire,
+    customer_key,
+)
+from attribution.models import ALL_MODELS, model_weights
+from attribution.money import split_credit, split_revenue
+from attribution.rows import CreditRow, OrderRow
+from attribution.rules import Rules
+
+EmittedRow = CreditRow | OrderRow
+
+
+@dataclass(slots=True)
+class StoredClick:
+    touchpoint: Touchpoint
+    linked_at: datetime | None
+    """None when the click carried the customer id; else when its visitor was linked."""
+
+
+@dataclass(slots=True)
+class OrderRecord:
+    facts: OrderFacts
+    refunds: dict[str, RefundFacts] = field(default_factory=dict)
+    codes: dict[str, Touchpoint] = field(default_factory=dict)
+    version: int = 0
+    fingerprint: str = ""
+    emitted_keys: set[tuple[str, str]] = field(default_factory=set)
+
+    @property
+    def refunded(self) -> Decimal:
+        return sum((refund.amount for refund in self.refunds.values()), Decimal(0))
+
+
+@dataclass(slots=True)
+class Journey:
+    customer_id: str
+    clicks: dict[str, StoredClick] = field(default_factory=dict)
+    orders: dict[str, OrderRecord] = field(default_factory=dict)
+    newest_event_at: datetime | None = None
+
+
+def eligible_touchpoints(journey: Journey, order: OrderRecord, rules: Rules) -> list[Touchpoint]:
+    """SPEC 5: the customer's clicks within the lookback, then the order's code redemption last."""
+    order_at = order.facts.occurred_at
+    earliest = order_at - rules.lookback
+    latest_link = order_at + rules.restatement_window
+    clicks = sorted(
+        (
+            stored.touchpoint
+            for stored in journey.clicks.values()
+            if earliest <= stored.touchpoint.occurred_at <= order_at
+            and (stored.linked_at is None or stored.linked_at <= latest_link)
+        ),
+        key=lambda touchpoint: (touchpoint.occurred_at, touchpoint.event_id),
+    )
+    known_codes = sorted(
+        (code for code in order.codes.values() if code.occurred_at <= latest_link),
+        key=lambda code: (code.occurred_at, code.event_id),
+    )
+    journey_touchpoints = clicks + known_codes[:1]
+    return journey_touchpoints[-rules.max_touchpoints :]
+
+
+def credit_rows(
+    journey: Journey, order: OrderRecord, rules: Rules, version: int
+) -> list[CreditRow]:
+    """Every model's credit rows for an order (zero-credit touchpoints get no row)."""
+    facts = order.facts
+    net_revenue = facts.total - order.refunded
+    touchpoints = eligible_touchpoints(journey, order, rules)
+    rows: list[CreditRow] = []
+    for model in ALL_MODELS:
+        if not touchpoints:
+            rows.append(
+                CreditRow(
+                    facts.order_id, model.value, "", "", None, 0, 0, "", "", "", "",
+                    Decimal(1), net_revenue, facts.currency, facts.occurred_at,
+                    facts.customer_id, version, False,
+                )
+            )
+            continue
+        times = [min(tp.occurred_at, facts.occurred_at) for tp in touchpoints]
+        credits = split_credit(model_weights(model, times, facts.occurred_at, rules.half_life))
+        revenues = split_revenue(net_revenue, credits, facts.currency)
+        for position, (touchpoint, credit, revenue) in enumerate(
+            zip(touchpoints, credits, revenues, strict=True), start=1
+        ):
+            if credit == 0:
+                continue
+            rows.append(
+                CreditRow(
+                    facts.order_id, model.value, touchpoint.event_id, touchpoint.kind,
+                    touchpoint.occurred_at, position, len(touchpoints), touchpoint.influencer_id,
+                    touchpoint.campaign_id, touchpoint.platform, touchpoint.tier, credit, revenue,
+                    facts.currency, facts.occurred_at, facts.customer_id, version, False,
+                )
+            )
+    return rows
+
+
+def _fingerprint(rows: list[CreditRow]) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    for row in rows:
+        digest.update(
+            f"{row.model}|{row.touchpoint_event_id}|{row.position}|{row.touchpoints}|"
+            f"{row.credit}|{row.revenue_credit}\n".encode()
+        )
+    return digest.hexdigest()
+
+
+def _order_row(order: OrderRecord, touchpoints: int) -> OrderRow:
+    facts = order.facts
+    refunded = order.refunded
+    return OrderRow(
+        facts.order_id, facts.customer_id, facts.occurred_at, facts.currency, facts.total,
+        refunded, facts.total - refunded, touchpoints, order.version,
+    )
+
+
+def _state_rows(journey: Journey, order: OrderRecord, rules: Rules) -> list[EmittedRow]:
+    """The order's rows at its current version, retracting keys it credited before."""
+    current = credit_rows(journey, order, rules, order.version)
+    live_keys = {(row.model, row.touchpoint_event_id) for row in current}
+    retracted = [
+        CreditRow(
+            order.facts.order_id, model, touchpoint_event_id, "", None, 0, 0, "", "", "", "",
+            Decimal(0), Decimal(0), order.facts.currency, order.facts.occurred_at,
+            order.facts.customer_id, order.version, True,
+        )
+        for model, touchpoint_event_id in sorted(order.emitted_keys - live_keys)
+    ]
+    touchpoint_count = max((row.touchpoints for row in current), default=0)
+    return [*current, *retracted, _order_row(order, touchpoint_count)]
+
+
+def restate(journey: Journey, order: OrderRecord, rules: Rules, *, force: bool) -> list[EmittedRow]:
+    """Recompute an order; emit a new version only if its credit changed.
+
+    With `force`, an unchanged order is emitted again at its current version: that is
+    how a redelivered command repairs output lost in a crash, without double counting.
+    """
+    rows = credit_rows(journey, order, rules, order.version)
+    fingerprint = _fingerprint(rows) + str(order.refunded)
+    if fingerprint == order.fingerprint:
+        return _state_rows(journey, order, rules) if force else []
+    order.version += 1
+    order.fingerprint = fingerprint
+    emitted = _state_rows(journey, order, rules)
+    order.emitted_keys |= {
+        (row.model, row.touchpoint_event_id) for row in emitted if isinstance(row, CreditRow)
+    }
+    return emitted
+
+
+def _advance_clock(journey: Journey, moment: datetime, rules: Rules) -> None:
+    if journey.newest_event_at is not None and moment <= journey.newest_event_at:
+        return
+    journey.newest_event_at = moment
+    oldest_click = moment - rules.touchpoint_retention
+    oldest_order = moment - rules.refund_window
+    journey.clicks = {
+        event_id: stored
+        for event_id, stored in journey.clicks.items()
+        if stored.touchpoint.occurred_at >= oldest_click
+    }
+    journey.orders = {
+        order_id: order
+        for order_id, order in journey.orders.items()
+        if order.facts.occurred_at >= oldest_order
+    }
+
+
+def _add_touchpoints(journey: Journey, command: TouchpointsArrived, rules: Rules) -> list[EmittedRow]:
+    changed = False
+    if command.linked_at is not None:
+        for stored in journey.clicks.values():
+            if (
+                stored.touchpoint.visitor_id == command.visitor_id
+                and stored.linked_at is not None
+                and command.linked_at < stored.linked_at
+            ):
+                stored.linked_at = command.linked_at
+                changed = True
+    newest = max(tp.occurred_at for tp in command.touchpoints) if command.touchpoints else None
+    oldest_kept = (
+        journey.newest_event_at - rules.touchpoint_retention if journey.newest_event_at else None
+    )
+    for touchpoint in command.touchpoints:
+        if touchpoint.event_id in journey.clicks:
+            continue
+        if oldest_kept is not None and touchpoint.occurred_at < oldest_kept:
+            continue
+        journey.clicks[touchpoint.event_id] = StoredClick(touchpoint, command.linked_at)
+        changed = True
+    if newest is not None:
+        _advance_clock(journey, newest, rules)
+    times = [tp.occurred_at for tp in command.touchpoints]
+    rows: list[EmittedRow] = []
+    for order in journey.orders.values():
+        order_at = order.facts.occurred_at
+        touched = any(order_at - rules.lookback <= moment <= order_at for moment in times)
+        if touched or (changed and command.linked_at is not None):
+            rows.extend(restate(journey, order, rules, force=not changed))
+    return rows
+
+
+def _update_order(journey: Journey, command: OrderUpdated, rules: Rules) -> list[EmittedRow]:
+    facts = command.order
+    order = journey.orders.get(facts.order_id)
+    if order is None:
+        if (
+            journey.newest_event_at is not None
+            and facts.occurred_at < journey.newest_event_at - rules.refund_window
+        ):
+            return []
+        order = OrderRecord(facts)
+        journey.orders[facts.order_id] = order
+    news = [refund for refund in command.refunds if refund.event_id not in order.refunds]
+    new_codes = [code for code in command.codes if code.event_id not in order.codes]
+    order.refunds.update((refund.event_id, refund) for refund in news)
+    order.codes.update((code.event_id, code) for code in new_codes)
+    rows = restate(journey, order, rules, force=True)
+    _advance_clock(journey, facts.occurred_at, rules)
+    return rows
+
+
+def apply_to_journey(
+    journey: Journey | None, command: JourneyCommand, rules: Rules
+) -> tuple[Journey, list[EmittedRow]]:
+    """Fold one command into a customer's journey; return the new state and the rows to emit.
+
+    >>> from attribution.messages import OrderFacts
+    >>> from datetime import UTC
+    >>> facts = OrderFacts("e1", "o1", "c1", datetime(2026, 1, 1, tzinfo=UTC), "USD", Decimal("9.99"))
+    >>> journey, rows = apply_to_journey(None, OrderUpdated(facts, (), ()), Rules())
+    >>> sorted({(row.model, row.revenue_credit) for row in rows if isinstance(row, CreditRow)})[0]
+    ('first_click', Decimal('9.99'))
+    """
+    if journey is None:
+        journey = Journey(customer_key(command))
+    if isinstance(command, TouchpointsArrived):
+        return journey, _add_touchpoints(journey, command, rules)
+    return journey, _update_order(journey, command, rules)
+
+
+# --- wire form of the state, for the changelog-backed table -----------------------
+
+
+def journey_to_wire(journey: Journey) -> Wire:
+    return {
+        "u": journey.customer_id,
+        "n": None if journey.newest_event_at is None else journey.newest_event_at.isoformat(),
+        "clicks": [
+            [stored.touchpoint.to_wire(), None if stored.linked_at is None else stored.linked_at.isoformat()]
+            for stored in journey.clicks.values()
+        ],
+        "orders": [
+            {
+                "f": order.facts.to_wire(),
+                "r": [refund.to_wire() for refund in order.refunds.values()],
+                "c": [code.to_wire() for code in order.codes.values()],
+                "v": order.version,
+                "h": order.fingerprint,
+                "k": sorted(order.emitted_keys),
+            }
+            for order in journey.orders.values()
+        ],
+    }
+
+
+def journey_from_wire(wire: Wire) -> Journey:
+    journey = Journey(
+        wire["u"], newest_event_at=None if wire["n"] is None else datetime.fromisoformat(wire["n"])
+    )
+    for touchpoint_wire, linked_at in wire["clicks"]:
+        touchpoint = Touchpoint.from_wire(touchpoint_wire)
+        journey.clicks[touchpoint.event_id] = StoredClick(
+            touchpoint, None if linked_at is None else datetime.fromisoformat(linked_at)
+        )
+    for order_wire in wire["orders"]:
+        facts = OrderFacts.from_wire(order_wire["f"])
+        refunds = (RefundFacts.from_wire(refund) for refund in order_wire["r"])
+        codes = (Touchpoint.from_wire(code) for code in order_wire["c"])
+        journey.orders[facts.order_id] = OrderRecord(
+            facts,
+            {refund.event_id: refund for refund in refunds},
+            {code.event_id: code for code in codes},
+            order_wire["v"],
+            order_wire["h"],
+            {(model, event_id) for model, event_id in order_wire["k"]},
+        )
+    return journey

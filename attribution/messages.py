@@ -1,0 +1,256 @@
+"""Facts and commands passed between the stages of the pipeline, with their wire form.
+
+Each stage is keyed differently (visitor, order, customer), so these travel on
+repartition topics in streaming and through in-memory queues in replay. The
+wire form is a plain JSON-ready dict so that both paths share one codec.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+Wire = dict[str, Any]
+
+
+def _time(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def _optional_time(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Touchpoint:
+    """An influencer click, or the code redemption of an order (`code` set)."""
+
+    event_id: str
+    occurred_at: datetime
+    influencer_id: str
+    campaign_id: str
+    platform: str
+    tier: str
+    visitor_id: str = ""
+    customer_id: str = ""
+    code: str = ""
+
+    @property
+    def kind(self) -> str:
+        return "code" if self.code else "click"
+
+    def to_wire(self) -> Wire:
+        return {
+            "e": self.event_id,
+            "t": self.occurred_at.isoformat(),
+            "i": self.influencer_id,
+            "c": self.campaign_id,
+            "p": self.platform,
+            "r": self.tier,
+            "v": self.visitor_id,
+            "u": self.customer_id,
+            "k": self.code,
+        }
+
+    @classmethod
+    def from_wire(cls, wire: Wire) -> Touchpoint:
+        return cls(
+            wire["e"], _time(wire["t"]), wire["i"], wire["c"], wire["p"], wire["r"],
+            wire["v"], wire["u"], wire["k"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class OrderFacts:
+    event_id: str
+    order_id: str
+    customer_id: str
+    occurred_at: datetime
+    currency: str
+    total: Decimal
+
+    def to_wire(self) -> Wire:
+        return {
+            "e": self.event_id,
+            "o": self.order_id,
+            "u": self.customer_id,
+            "t": self.occurred_at.isoformat(),
+            "cur": self.currency,
+            "total": str(self.total),
+        }
+
+    @classmethod
+    def from_wire(cls, wire: Wire) -> OrderFacts:
+        return cls(
+            wire["e"], wire["o"], wire["u"], _time(wire["t"]), wire["cur"], Decimal(wire["total"])
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RefundFacts:
+    event_id: str
+    order_id: str
+    occurred_at: datetime
+    amount: Decimal
+    currency: str
+    reason: str = ""
+
+    def to_wire(self) -> Wire:
+        return {
+            "e": self.event_id,
+            "o": self.order_id,
+            "t": self.occurred_at.isoformat(),
+            "a": str(self.amount),
+            "cur": self.currency,
+            "why": self.reason,
+        }
+
+    @classmethod
+    def from_wire(cls, wire: Wire) -> RefundFacts:
+        return cls(
+            wire["e"], wire["o"], _time(wire["t"]), Decimal(wire["a"]), wire["cur"], wire["why"]
+        )
+
+
+# --- commands to the visitor stage (keyed by visitor_id) ---------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VisitorClick:
+    """An influencer click of a visitor; `touchpoint.customer_id` set when logged in."""
+
+    visitor_id: str
+    touchpoint: Touchpoint
+
+
+@dataclass(frozen=True, slots=True)
+class VisitorLink:
+    """This visitor belongs to this customer (identify, or a click/order with both ids)."""
+
+    visitor_id: str
+    customer_id: str
+    occurred_at: datetime
+    event_id: str
+
+
+# --- commands to the order stage (keyed by order_id) ------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceOrder:
+    order: OrderFacts
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRefund:
+    refund: RefundFacts
+
+
+@dataclass(frozen=True, slots=True)
+class RedeemCode:
+    """A redemption of a known code; unknown codes never reach the order stage."""
+
+    order_id: str
+    touchpoint: Touchpoint
+
+
+# --- commands to the journey stage (keyed by customer_id) -------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TouchpointsArrived:
+    """Clicks that belong to a customer; `linked_at` is None for clicks carrying the customer id,
+    else the time the visitor was linked to the customer."""
+
+    customer_id: str
+    visitor_id: str
+    linked_at: datetime | None
+    touchpoints: tuple[Touchpoint, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OrderUpdated:
+    """The order stage's whole knowledge of an order: its facts, accepted refunds, known codes."""
+
+    order: OrderFacts
+    refunds: tuple[RefundFacts, ...]
+    codes: tuple[Touchpoint, ...]
+
+
+VisitorCommand = VisitorClick | VisitorLink
+OrderCommand = PlaceOrder | RequestRefund | RedeemCode
+JourneyCommand = TouchpointsArrived | OrderUpdated
+
+
+def order_key(command: OrderCommand) -> str:
+    """The order id an order-stage command is keyed (partitioned) by."""
+    if isinstance(command, PlaceOrder):
+        return command.order.order_id
+    if isinstance(command, RequestRefund):
+        return command.refund.order_id
+    return command.order_id
+
+
+def customer_key(command: JourneyCommand) -> str:
+    """The customer id a journey-stage command is keyed (partitioned) by."""
+    if isinstance(command, TouchpointsArrived):
+        return command.customer_id
+    return command.order.customer_id
+
+
+def command_to_wire(command: VisitorCommand | OrderCommand | JourneyCommand) -> Wire:
+    match command:
+        case VisitorClick(visitor_id, touchpoint):
+            return {"kind": "visitor_click", "v": visitor_id, "tp": touchpoint.to_wire()}
+        case VisitorLink(visitor_id, customer_id, occurred_at, event_id):
+            return {
+                "kind": "visitor_link", "v": visitor_id, "u": customer_id,
+                "t": occurred_at.isoformat(), "e": event_id,
+            }
+        case PlaceOrder(order):
+            return {"kind": "place_order", "order": order.to_wire()}
+        case RequestRefund(refund):
+            return {"kind": "request_refund", "refund": refund.to_wire()}
+        case RedeemCode(order_id, touchpoint):
+            return {"kind": "redeem_code", "o": order_id, "tp": touchpoint.to_wire()}
+        case TouchpointsArrived(customer_id, visitor_id, linked_at, touchpoints):
+            return {
+                "kind": "touchpoints", "u": customer_id, "v": visitor_id,
+                "l": None if linked_at is None else linked_at.isoformat(),
+                "tps": [touchpoint.to_wire() for touchpoint in touchpoints],
+            }
+        case OrderUpdated(order, refunds, codes):
+            return {
+                "kind": "order_updated", "order": order.to_wire(),
+                "refunds": [refund.to_wire() for refund in refunds],
+                "codes": [code.to_wire() for code in codes],
+            }
+    raise TypeError(f"not a pipeline command: {command!r}")
+
+
+def command_from_wire(wire: Wire) -> VisitorCommand | OrderCommand | JourneyCommand:
+    match wire["kind"]:
+        case "visitor_click":
+            return VisitorClick(wire["v"], Touchpoint.from_wire(wire["tp"]))
+        case "visitor_link":
+            return VisitorLink(wire["v"], wire["u"], _time(wire["t"]), wire["e"])
+        case "place_order":
+            return PlaceOrder(OrderFacts.from_wire(wire["order"]))
+        case "request_refund":
+            return RequestRefund(RefundFacts.from_wire(wire["refund"]))
+        case "redeem_code":
+            return RedeemCode(wire["o"], Touchpoint.from_wire(wire["tp"]))
+        case "touchpoints":
+            return TouchpointsArrived(
+                wire["u"], wire["v"], _optional_time(wire["l"]),
+                tuple(Touchpoint.from_wire(tp) for tp in wire["tps"]),
+            )
+        case "order_updated":
+            return OrderUpdated(
+                OrderFacts.from_wire(wire["order"]),
+                tuple(RefundFacts.from_wire(refund) for refund in wire["refunds"]),
+                tuple(Touchpoint.from_wire(code) for code in wire["codes"]),
+            )
+    raise ValueError(f"unknown command kind {wire['kind']!r}")

@@ -1,0 +1,137 @@
+"""The ingest stage: a valid event becomes keyed commands for the stateful stages and raw rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from attribution.catalog import Catalog, resolve_click, resolve_code
+from attribution.messages import (
+    OrderCommand,
+    OrderFacts,
+    PlaceOrder,
+    RedeemCode,
+    RefundFacts,
+    RequestRefund,
+    Touchpoint,
+    VisitorClick,
+    VisitorCommand,
+    VisitorLink,
+)
+from attribution.rows import (
+    ClickRow,
+    CodeRedemptionRow,
+    ContentMetricsRow,
+    IdentityRow,
+    Row,
+)
+from schemas.events import (
+    Click,
+    CodeRedemption,
+    ContentMetrics,
+    Event,
+    Identify,
+    Order,
+    Refund,
+)
+
+
+@dataclass(slots=True)
+class Routed:
+    """Where one event goes: commands keyed by visitor and by order, and rows to store."""
+
+    to_visitors: list[VisitorCommand]
+    to_orders: list[OrderCommand]
+    rows: list[Row]
+
+
+def _link(visitor_id: str, customer_id: str, event: Event) -> tuple[VisitorLink, IdentityRow]:
+    return (
+        VisitorLink(visitor_id, customer_id, event.occurred_at, event.event_id),
+        IdentityRow(event.event_id, event.occurred_at, visitor_id, customer_id),
+    )
+
+
+def route_event(event: Event, catalog: Catalog) -> Routed:
+    """Resolve influencers through the catalog and split the event by destination.
+
+    A click with both ids and an order with a visitor are identify events too (SPEC 2.5).
+    """
+    routed = Routed([], [], [])
+    match event:
+        case Click():
+            resolved = resolve_click(
+                catalog, url=event.url, influencer_id=event.influencer_id,
+                campaign_id=event.campaign_id, link_id=event.link_id, platform=event.platform,
+            )
+            customer_id = event.customer_id or ""
+            routed.rows.append(
+                ClickRow(
+                    event.event_id, event.occurred_at, event.visitor_id, customer_id,
+                    resolved.influencer_id if resolved else "",
+                    resolved.campaign_id if resolved else "",
+                    resolved.platform if resolved else (event.platform or ""),
+                    resolved.tier if resolved else "", event.link_id or "", event.url,
+                )
+            )
+            if customer_id:
+                routed.rows.append(
+                    IdentityRow(event.event_id, event.occurred_at, event.visitor_id, customer_id)
+                )
+            if resolved is not None:
+                touchpoint = Touchpoint(
+                    event.event_id, event.occurred_at, resolved.influencer_id,
+                    resolved.campaign_id, resolved.platform, resolved.tier,
+                    visitor_id=event.visitor_id, customer_id=customer_id,
+                )
+                routed.to_visitors.append(VisitorClick(event.visitor_id, touchpoint))
+            elif customer_id:
+                routed.to_visitors.append(
+                    VisitorLink(event.visitor_id, customer_id, event.occurred_at, event.event_id)
+                )
+        case Identify():
+            link, row = _link(event.visitor_id, event.customer_id, event)
+            routed.to_visitors.append(link)
+            routed.rows.append(row)
+        case Order():
+            if event.visitor_id:
+                link, row = _link(event.visitor_id, event.customer_id, event)
+                routed.to_visitors.append(link)
+                routed.rows.append(row)
+            routed.to_orders.append(
+                PlaceOrder(
+                    OrderFacts(event.event_id, event.order_id, event.customer_id,
+                               event.occurred_at, event.currency, event.total)
+                )
+            )
+        case Refund():
+            routed.to_orders.append(
+                RequestRefund(
+                    RefundFacts(event.event_id, event.order_id, event.occurred_at, event.amount,
+                                event.currency, event.reason or "")
+                )
+            )
+        case CodeRedemption():
+            target = resolve_code(catalog, event.code)
+            routed.rows.append(
+                CodeRedemptionRow(
+                    event.event_id, event.occurred_at, event.code, event.order_id,
+                    event.customer_id or "", target.influencer_id if target else "",
+                    target.campaign_id if target else "", target is not None,
+                )
+            )
+            if target is not None:
+                touchpoint = Touchpoint(
+                    event.event_id, event.occurred_at, target.influencer_id, target.campaign_id,
+                    target.platform, target.tier, visitor_id=event.visitor_id or "",
+                    customer_id=event.customer_id or "", code=event.code.upper(),
+                )
+                routed.to_orders.append(RedeemCode(event.order_id, touchpoint))
+        case ContentMetrics():
+            routed.rows.append(
+                ContentMetricsRow(
+                    event.event_id, event.occurred_at, event.influencer_id, event.post_id,
+                    event.platform, event.campaign_id or "", event.impressions, event.reach,
+                    event.likes, event.comments, event.shares, event.saves, event.followers,
+                )
+            )
+    return routed

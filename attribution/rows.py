@@ -1,0 +1,162 @@
+"""Result rows the pipeline emits for ClickHouse, and notices for dead letters and metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    table: ClassVar[str]
+
+    def to_wire(self) -> dict[str, Any]:
+        record: dict[str, Any] = {"table": self.table}
+        for column in fields(self):
+            value = getattr(self, column.name)
+            if isinstance(value, datetime):
+                value = value.isoformat()
+            elif isinstance(value, Decimal):
+                value = str(value)
+            record[column.name] = value
+        return record
+
+
+@dataclass(frozen=True, slots=True)
+class CreditRow(_Row):
+    """One order x model x touchpoint; the latest `version` of a key is the truth,
+    and `is_deleted` retracts a key a restatement no longer credits."""
+
+    table: ClassVar[str] = "credits"
+
+    order_id: str
+    model: str
+    touchpoint_event_id: str
+    touchpoint_type: str
+    touchpoint_at: datetime | None
+    position: int
+    touchpoints: int
+    influencer_id: str
+    campaign_id: str
+    platform: str
+    tier: str
+    credit: Decimal
+    revenue_credit: Decimal
+    currency: str
+    order_at: datetime
+    customer_id: str
+    version: int
+    is_deleted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRow(_Row):
+    table: ClassVar[str] = "orders"
+
+    order_id: str
+    customer_id: str
+    order_at: datetime
+    currency: str
+    total: Decimal
+    refunded: Decimal
+    net_revenue: Decimal
+    touchpoints: int
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class RefundRow(_Row):
+    table: ClassVar[str] = "refunds"
+
+    event_id: str
+    order_id: str
+    refunded_at: datetime
+    amount: Decimal
+    currency: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClickRow(_Row):
+    """Every click, influencer touchpoint or plain traffic (`influencer_id` empty)."""
+
+    table: ClassVar[str] = "clicks"
+
+    event_id: str
+    occurred_at: datetime
+    visitor_id: str
+    customer_id: str
+    influencer_id: str
+    campaign_id: str
+    platform: str
+    tier: str
+    link_id: str
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class CodeRedemptionRow(_Row):
+    table: ClassVar[str] = "code_redemptions"
+
+    event_id: str
+    occurred_at: datetime
+    code: str
+    order_id: str
+    customer_id: str
+    influencer_id: str
+    campaign_id: str
+    known_code: bool
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityRow(_Row):
+    table: ClassVar[str] = "identity_links"
+
+    event_id: str
+    occurred_at: datetime
+    visitor_id: str
+    customer_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ContentMetricsRow(_Row):
+    table: ClassVar[str] = "content_metrics"
+
+    event_id: str
+    occurred_at: datetime
+    influencer_id: str
+    post_id: str
+    platform: str
+    campaign_id: str
+    impressions: int
+    reach: int
+    likes: int
+    comments: int
+    shares: int
+    saves: int
+    followers: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """An event the pipeline refused after validation (e.g. an over-refund): a dead letter."""
+
+    event_id: str
+    field: str
+    reason: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityConflict:
+    """A later link of a visitor to another customer: counted and ignored (SPEC 2.5)."""
+
+    visitor_id: str
+    kept_customer_id: str
+    ignored_customer_id: str
+
+
+Row = CreditRow | OrderRow | RefundRow | ClickRow | CodeRedemptionRow | IdentityRow | ContentMetricsRow
+Notice = Rejection | IdentityConflict

@@ -1,0 +1,122 @@
+"""Catalog files (SPEC section 3): CSVs validated row by row, errors naming file, line, field."""
+
+from __future__ import annotations
+
+import csv
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from schemas.events import Currency, Id, Money, Timestamp
+
+
+class CatalogError(ValueError):
+    def __init__(self, file: str, line: int, field: str, message: str) -> None:
+        super().__init__(f"{file}:{line}: {field}: {message}")
+        self.file, self.line, self.field, self.message = file, line, field, message
+
+
+class _Row(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InfluencerRow(_Row):
+    influencer_id: Id
+    handle: Annotated[str, Field(max_length=256)]
+    platform: Annotated[str, Field(min_length=1, max_length=64)]
+    followers: Annotated[int, Field(ge=0)]
+
+
+class CampaignRow(_Row):
+    campaign_id: Id
+    name: Annotated[str, Field(max_length=256)]
+    category: Annotated[str, Field(min_length=1, max_length=64)]
+    starts_at: Timestamp
+    ends_at: Timestamp
+    budget: Money
+    currency: Currency
+
+
+class CodeRow(_Row):
+    code: Annotated[str, Field(min_length=1, max_length=64)]
+    influencer_id: Id
+    campaign_id: Id
+
+
+class LinkRow(_Row):
+    link_id: Id
+    influencer_id: Id
+    campaign_id: Id
+
+
+Rate = Annotated[Decimal, Field(ge=0, le=1)]
+Amount = Annotated[Decimal, Field(ge=0)]
+
+
+class ContractRow(_Row):
+    influencer_id: Id
+    campaign_id: Id
+    fee_per_post: Amount = Decimal(0)
+    posts: Annotated[int, Field(ge=0)] = 0
+    retainer: Amount = Decimal(0)
+    commission_rate: Rate = Decimal(0)
+    bonus_amount: Amount = Decimal(0)
+    bonus_metric: Annotated[str, Field(max_length=64)] = ""
+    bonus_threshold: Amount = Decimal(0)
+
+
+CATALOG_FILES: dict[str, type[_Row]] = {
+    "influencers.csv": InfluencerRow,
+    "campaigns.csv": CampaignRow,
+    "codes.csv": CodeRow,
+    "links.csv": LinkRow,
+    "contracts.csv": ContractRow,
+}
+
+
+class CatalogFiles(BaseModel):
+    influencers: list[InfluencerRow] = []
+    campaigns: list[CampaignRow] = []
+    codes: list[CodeRow] = []
+    links: list[LinkRow] = []
+    contracts: list[ContractRow] = []
+
+
+def _parse_file(path: Path, row_type: type[_Row]) -> list[Any]:
+    rows = []
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        expected = set(row_type.model_fields)
+        missing = expected - set(reader.fieldnames or []) - {
+            name for name, info in row_type.model_fields.items() if not info.is_required()
+        }
+        if missing:
+            raise CatalogError(path.name, 1, ",".join(sorted(missing)), "missing column")
+        for line, record in enumerate(reader, start=2):
+            values = {key: value for key, value in record.items() if key and value not in ("", None)}
+            try:
+                rows.append(row_type.model_validate(values))
+            except ValidationError as error:
+                first = error.errors(include_url=False)[0]
+                field = ".".join(str(part) for part in first["loc"])
+                raise CatalogError(path.name, line, field, first["msg"]) from None
+    return rows
+
+
+def read_catalog_dir(directory: Path) -> CatalogFiles:
+    """Read every catalog CSV present in `directory`; raise `CatalogError` on the first bad cell."""
+    if not directory.is_dir():
+        raise CatalogError(str(directory), 0, "", "not a directory")
+    parsed: dict[str, list[Any]] = {}
+    for file_name, row_type in CATALOG_FILES.items():
+        path = directory / file_name
+        if path.exists():
+            parsed[file_name.removesuffix(".csv")] = _parse_file(path, row_type)
+    return CatalogFiles.model_validate(parsed)
+
+
+def campaign_is_live(campaign: CampaignRow, moment: datetime) -> bool:
+    return campaign.starts_at <= moment <= campaign.ends_at

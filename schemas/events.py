@@ -1,0 +1,230 @@
+"""Events storefronts send (SPEC section 2), parsed exactly: money never goes through float."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+from schemas.currencies import is_currency, minor_unit_digits
+
+EARLIEST_EVENT_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_EVENT_TIME = datetime(2200, 1, 1, tzinfo=UTC)
+MAX_AMOUNT = Decimal("1e15")
+
+
+class InvalidEvent(ValueError):
+    """An event that breaks the contract; `field` names the offending field ('' for the whole)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+        self.message = message
+
+
+def _timestamp_text(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be an RFC 3339 timestamp string")
+    return value
+
+
+def _aware_in_range(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("timestamp must carry a UTC offset")
+    if not EARLIEST_EVENT_TIME <= value < LATEST_EVENT_TIME:
+        raise ValueError("timestamp outside 1970-01-01..2200-01-01")
+    return value.astimezone(UTC)
+
+
+def _exact_decimal(value: Any) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, (str, int, Decimal)):
+        raise ValueError("must be a decimal number or a string holding one")
+    try:
+        amount = Decimal(value.strip() if isinstance(value, str) else value)
+    except InvalidOperation:
+        raise ValueError("not a decimal number") from None
+    if not amount.is_finite():
+        raise ValueError("must be finite")
+    if not 0 < amount < MAX_AMOUNT:
+        raise ValueError("must be greater than 0 and less than 1e15")
+    return amount
+
+
+def _iso_currency(value: str) -> str:
+    if not is_currency(value):
+        raise ValueError("not an ISO 4217 currency code")
+    return value
+
+
+Timestamp = Annotated[
+    datetime, BeforeValidator(_timestamp_text), AfterValidator(_aware_in_range)
+]
+Money = Annotated[Decimal, BeforeValidator(_exact_decimal)]
+Id = Annotated[str, Field(min_length=1, max_length=128)]
+Text = Annotated[str, Field(max_length=8192)]
+Currency = Annotated[str, Field(min_length=3, max_length=3), AfterValidator(_iso_currency)]
+Counter = Annotated[StrictInt, Field(ge=0, le=10**15)]
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=False)
+
+    event_id: Id
+    occurred_at: Timestamp
+
+
+class Click(_Event):
+    type: Literal["click"]
+    visitor_id: Id
+    customer_id: Id | None = None
+    url: Text
+    influencer_id: Id | None = None
+    campaign_id: Id | None = None
+    link_id: Id | None = None
+    platform: Annotated[str, Field(max_length=64)] | None = None
+    referrer: Text | None = None
+    user_agent: Annotated[str, Field(max_length=2048)] | None = None
+    ip: Annotated[str, Field(max_length=64)] | None = None
+
+
+class CodeRedemption(_Event):
+    type: Literal["code_redemption"]
+    code: Annotated[str, Field(min_length=1, max_length=64)]
+    order_id: Id
+    customer_id: Id | None = None
+    visitor_id: Id | None = None
+
+
+class OrderItem(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    sku: Id
+    category: Annotated[str, Field(max_length=64)] | None = None
+    quantity: Annotated[StrictInt, Field(gt=0, le=1_000_000)]
+    unit_price: Money
+
+
+def _fits_minor_unit(amount: Decimal, info: ValidationInfo) -> Decimal:
+    currency = info.data.get("currency")
+    if currency is None:
+        return amount
+    digits = minor_unit_digits(currency)
+    exponent = amount.normalize().as_tuple().exponent
+    if isinstance(exponent, int) and -exponent > digits:
+        raise ValueError(f"has more decimals than {currency}'s minor unit ({digits})")
+    return amount
+
+
+class Order(_Event):
+    type: Literal["order"]
+    order_id: Id
+    customer_id: Id
+    visitor_id: Id | None = None
+    currency: Currency
+    total: Money
+    items: Annotated[list[OrderItem], Field(max_length=1000)] = []
+
+    _total_in_minor_units = field_validator("total")(_fits_minor_unit)
+
+
+class Refund(_Event):
+    type: Literal["refund"]
+    order_id: Id
+    currency: Currency
+    amount: Money
+    reason: Annotated[str, Field(max_length=1024)] | None = None
+
+    _amount_in_minor_units = field_validator("amount")(_fits_minor_unit)
+
+
+class Identify(_Event):
+    type: Literal["identify"]
+    visitor_id: Id
+    customer_id: Id
+
+
+class ContentMetrics(_Event):
+    type: Literal["content_metrics"]
+    influencer_id: Id
+    post_id: Id
+    platform: Annotated[str, Field(min_length=1, max_length=64)]
+    campaign_id: Id | None = None
+    impressions: Counter = 0
+    reach: Counter = 0
+    likes: Counter = 0
+    comments: Counter = 0
+    shares: Counter = 0
+    saves: Counter = 0
+    followers: Counter = 0
+
+
+Event = Annotated[
+    Click | CodeRedemption | Order | Refund | Identify | ContentMetrics,
+    Field(discriminator="type"),
+]
+EVENT_TYPES = ("click", "code_redemption", "order", "refund", "identify", "content_metrics")
+EVENT_MODELS: dict[str, type[_Event]] = {
+    "click": Click,
+    "code_redemption": CodeRedemption,
+    "order": Order,
+    "refund": Refund,
+    "identify": Identify,
+    "content_metrics": ContentMetrics,
+}
+_EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+MAX_EVENT_BYTES = 256 * 1024
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number")
+
+
+def parse_json(raw: bytes | str) -> Any:
+    """JSON with every non-integer number kept as an exact Decimal."""
+    return json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant)
+
+
+def decode_event(raw: bytes | str) -> Event:
+    """Parse one raw event or raise `InvalidEvent` saying which field is wrong and why.
+
+    >>> decode_event(b'{"type":"identify","event_id":"e1","occurred_at":"2026-01-01T00:00:00Z",'
+    ...              b'"visitor_id":"v1","customer_id":"c1"}').customer_id
+    'c1'
+    """
+    if len(raw) > MAX_EVENT_BYTES:
+        raise InvalidEvent("", f"event larger than {MAX_EVENT_BYTES} bytes")
+    try:
+        payload = parse_json(raw)
+    except (ValueError, RecursionError) as error:
+        raise InvalidEvent("", f"not valid JSON: {error}") from None
+    return validate_event(payload)
+
+
+def validate_event(payload: Any) -> Event:
+    if not isinstance(payload, dict):
+        raise InvalidEvent("", "an event must be a JSON object")
+    event_type = payload.get("type")
+    if event_type not in EVENT_MODELS:
+        raise InvalidEvent("type", f"unknown event type {str(event_type)[:64]!r}")
+    try:
+        return _EVENT_ADAPTER.validate_python(payload)
+    except ValidationError as error:
+        first = error.errors(include_url=False)[0]
+        location = [part for part in first["loc"] if part != event_type]
+        raise InvalidEvent(".".join(str(part) for part in location), first["msg"]) from None

@@ -1,0 +1,1 @@
+"""A synthetic storefront: realistic event streams for the demo, tests and benchmarks."""

@@ -1,0 +1,232 @@
+"""Generates a storefront's event stream and the catalog it refers to.
+
+Influencers span the four tiers and several platforms; campaigns span the guide's
+categories with their conversion-rate and AOV ranges (shared campaign-strategy guide:
+fashion 2-5% / $35-65, beauty 3-7% / $45-85, electronics 1-3% / $150-400,
+home 2-4% / $50-120, food 4-8% / $25-50). Shoppers click UTM links, log in on a
+second device, redeem promo codes, order, and sometimes refund; a share of events
+arrives late or twice.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+CATEGORY_BENCHMARKS: dict[str, tuple[float, float, int, int]] = {
+    # category: (conversion rate low, high, AOV low, high in USD)
+    "fashion": (0.02, 0.05, 35, 65),
+    "beauty": (0.03, 0.07, 45, 85),
+    "electronics": (0.01, 0.03, 150, 400),
+    "home": (0.02, 0.04, 50, 120),
+    "food": (0.04, 0.08, 25, 50),
+}
+PLATFORMS = ("instagram", "tiktok", "youtube", "pinterest")
+TIER_FOLLOWERS = {
+    "nano": (1_000, 9_999),
+    "micro": (10_000, 99_999),
+    "macro": (100_000, 999_999),
+    "mega": (1_000_000, 5_000_000),
+}
+TIER_MIX = ("nano",) * 3 + ("micro",) * 5 + ("macro",) * 2 + ("mega",)
+
+
+@dataclass(frozen=True)
+class Influencer:
+    influencer_id: str
+    handle: str
+    platform: str
+    followers: int
+    campaign_id: str
+    category: str
+    code: str
+
+
+@dataclass
+class Storefront:
+    """A seeded generator; `events()` is deterministic for a given seed and start time."""
+
+    start: datetime
+    seed: int = 7
+    influencers_count: int = 12
+    late_share: float = 0.03
+    duplicate_share: float = 0.02
+    influencers: list[Influencer] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._random = random.Random(self.seed)
+        categories = list(CATEGORY_BENCHMARKS)
+        self.influencers = []
+        for index in range(self.influencers_count):
+            tier = TIER_MIX[index % len(TIER_MIX)]
+            low, high = TIER_FOLLOWERS[tier]
+            category = categories[index % len(categories)]
+            handle = f"creator{index:03d}"
+            self.influencers.append(
+                Influencer(
+                    f"inf-{index:03d}", handle, PLATFORMS[index % len(PLATFORMS)],
+                    self._random.randint(low, high), f"cmp-{category}", category,
+                    f"{handle.upper()}10",
+                )
+            )
+
+    def write_catalog(self, directory: Path) -> Path:
+        directory.mkdir(parents=True, exist_ok=True)
+        with (directory / "influencers.csv").open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["influencer_id", "handle", "platform", "followers"])
+            for inf in self.influencers:
+                writer.writerow([inf.influencer_id, inf.handle, inf.platform, inf.followers])
+        with (directory / "campaigns.csv").open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(
+                ["campaign_id", "name", "category", "starts_at", "ends_at", "budget", "currency"]
+            )
+            for category in CATEGORY_BENCHMARKS:
+                writer.writerow([
+                    f"cmp-{category}", f"{category.title()} launch", category,
+                    (self.start - timedelta(days=30)).isoformat(),
+                    (self.start + timedelta(days=60)).isoformat(), "10000", "USD",
+                ])
+        with (directory / "codes.csv").open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["code", "influencer_id", "campaign_id"])
+            for inf in self.influencers:
+                writer.writerow([inf.code, inf.influencer_id, inf.campaign_id])
+        with (directory / "links.csv").open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["link_id", "influencer_id", "campaign_id"])
+            for inf in self.influencers:
+                writer.writerow([f"lnk-{inf.influencer_id}", inf.influencer_id, inf.campaign_id])
+        with (directory / "contracts.csv").open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow([
+                "influencer_id", "campaign_id", "fee_per_post", "posts", "retainer",
+                "commission_rate", "bonus_amount", "bonus_metric", "bonus_threshold",
+            ])
+            for inf in self.influencers:
+                writer.writerow(
+                    [inf.influencer_id, inf.campaign_id, "300", "2", "0", "0.10", "500",
+                     "conversion_rate", "3"]
+                )
+        return directory
+
+    def _pick_influencer(self) -> Influencer:
+        # Zipf-like popularity: the first creators get most of the traffic.
+        weights = [1 / (rank + 1) for rank in range(len(self.influencers))]
+        return self._random.choices(self.influencers, weights)[0]
+
+    def _click(self, event_id: str, at: datetime, visitor: str, inf: Influencer,
+               customer: str | None) -> dict[str, Any]:
+        style = self._random.random()
+        event: dict[str, Any] = {
+            "type": "click", "event_id": event_id, "occurred_at": at.isoformat(),
+            "visitor_id": visitor, "url": "https://shop.example/p/1",
+        }
+        if style < 0.6:
+            event["url"] = (
+                f"https://shop.example/p/1?utm_source={inf.platform}"
+                f"&utm_campaign={inf.campaign_id}&utm_content={inf.influencer_id}"
+            )
+        elif style < 0.85:
+            event["link_id"] = f"lnk-{inf.influencer_id}"
+        else:
+            event["influencer_id"] = inf.influencer_id
+            event["campaign_id"] = inf.campaign_id
+            event["platform"] = inf.platform
+        if customer:
+            event["customer_id"] = customer
+        return event
+
+    def shopper_events(self, shopper: int, at: datetime) -> list[dict[str, Any]]:
+        """One shopper's session: clicks, maybe a login on a second device, maybe an order."""
+        rng = self._random
+        prefix = f"s{self.seed}-{shopper}"
+        customer = f"cust-{prefix}"
+        phone, laptop = f"vis-{prefix}-a", f"vis-{prefix}-b"
+        inf = self._pick_influencer()
+        conv_low, conv_high, aov_low, aov_high = CATEGORY_BENCHMARKS[inf.category]
+        events: list[dict[str, Any]] = []
+        moment = at
+        for click in range(rng.randint(1, 3)):
+            clicked = inf if click == 0 or rng.random() < 0.5 else self._pick_influencer()
+            events.append(self._click(f"{prefix}-k{click}", moment, phone, clicked, None))
+            moment += timedelta(minutes=rng.randint(1, 600))
+        if rng.random() < 0.2:
+            events.append(self._click(f"{prefix}-t", moment, phone, inf, None) | {
+                "url": "https://shop.example/", "link_id": None,
+            })
+        # Clicks convert at several times the category rate so the demo has orders to show.
+        if rng.random() > min(1.0, rng.uniform(conv_low, conv_high) * 8):
+            return events
+        device = laptop if rng.random() < 0.4 else phone
+        if device == laptop:
+            events.append({
+                "type": "identify", "event_id": f"{prefix}-id", "occurred_at": moment.isoformat(),
+                "visitor_id": phone, "customer_id": customer,
+            })
+        order_id = f"ord-{prefix}"
+        total = Decimal(rng.randint(aov_low * 100, aov_high * 100)) / 100
+        moment += timedelta(minutes=rng.randint(1, 120))
+        events.append({
+            "type": "order", "event_id": f"{prefix}-o", "occurred_at": moment.isoformat(),
+            "order_id": order_id, "customer_id": customer, "visitor_id": device,
+            "currency": "USD", "total": str(total),
+            "items": [{"sku": f"sku-{inf.category}", "category": inf.category, "quantity": 1,
+                       "unit_price": str(total)}],
+        })
+        if rng.random() < 0.3:
+            code = inf.code.lower() if rng.random() < 0.5 else inf.code
+            events.append({
+                "type": "code_redemption", "event_id": f"{prefix}-c",
+                "occurred_at": moment.isoformat(), "code": code, "order_id": order_id,
+                "customer_id": customer,
+            })
+        if rng.random() < 0.1:
+            amount = (total * Decimal(rng.choice((25, 50, 100))) / 100).quantize(Decimal("0.01"))
+            events.append({
+                "type": "refund", "event_id": f"{prefix}-r",
+                "occurred_at": (moment + timedelta(days=rng.randint(1, 20))).isoformat(),
+                "order_id": order_id, "currency": "USD", "amount": str(amount),
+            })
+        return events
+
+    def events(self, shoppers: int, spread: timedelta = timedelta(days=3)) -> list[dict[str, Any]]:
+        """The events of `shoppers` sessions, in a realistic arrival order with late and
+        duplicate deliveries mixed in."""
+        rng = self._random
+        stream: list[dict[str, Any]] = []
+        step = spread / max(shoppers, 1)
+        for shopper in range(shoppers):
+            stream.extend(self.shopper_events(shopper, self.start + step * shopper))
+        arrival = sorted(range(len(stream)), key=lambda index: stream[index]["occurred_at"])
+        ordered = [stream[index] for index in arrival]
+        for index in range(len(ordered)):
+            if rng.random() < self.late_share:
+                later = min(len(ordered) - 1, index + rng.randint(1, 200))
+                ordered[index], ordered[later] = ordered[later], ordered[index]
+        duplicates = [event for event in ordered if rng.random() < self.duplicate_share]
+        for duplicate in duplicates:
+            ordered.insert(rng.randrange(len(ordered) + 1), duplicate)
+        return [{key: value for key, value in event.items() if value is not None} for event in ordered]
+
+    def metrics_snapshots(self, at: datetime) -> list[dict[str, Any]]:
+        rng = self._random
+        snapshots = []
+        for inf in self.influencers:
+            impressions = rng.randint(inf.followers // 5, inf.followers)
+            snapshots.append({
+                "type": "content_metrics", "event_id": f"cm-{inf.influencer_id}-{at.timestamp():.0f}",
+                "occurred_at": at.isoformat(), "influencer_id": inf.influencer_id,
+                "post_id": f"post-{inf.influencer_id}", "platform": inf.platform,
+                "campaign_id": inf.campaign_id, "impressions": impressions,
+                "reach": impressions * 3 // 4, "likes": impressions // 20,
+                "comments": impressions // 200, "shares": impressions // 500,
+                "saves": impressions // 400, "followers": inf.followers,
+            })
+        return snapshots

@@ -1,0 +1,1 @@
+"""Adapters to the outside: ClickHouse (results, analytics) and Redis (catalog)."""

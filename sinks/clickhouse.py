@@ -1,0 +1,232 @@
+"""ClickHouse: the schema, a client for either engine, and a batched idempotent writer.
+
+The default DSN `chdb:///abs/dir` runs the real ClickHouse engine in-process (one
+process per data dir); `http(s)://user:password@host:8123/db` talks to a server.
+Every table is a ReplacingMergeTree keyed so that re-delivered rows collapse and
+the newest version of a credit wins: query with FINAL for exact sums.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+
+log = logging.getLogger(__name__)
+
+SCHEMA: tuple[str, ...] = (
+    """
+    CREATE TABLE IF NOT EXISTS credits (
+        order_id String,
+        model LowCardinality(String),
+        touchpoint_event_id String,
+        touchpoint_type LowCardinality(String),
+        touchpoint_at Nullable(DateTime64(6, 'UTC')),
+        position UInt16,
+        touchpoints UInt16,
+        influencer_id String,
+        campaign_id String,
+        platform LowCardinality(String),
+        tier LowCardinality(String),
+        credit Decimal(38, 18),
+        revenue_credit Decimal(38, 4),
+        currency LowCardinality(String),
+        order_at DateTime64(6, 'UTC'),
+        customer_id String,
+        version UInt64,
+        is_deleted UInt8,
+        written_at DateTime64(3, 'UTC') DEFAULT now64(3)
+    ) ENGINE = ReplacingMergeTree(version, is_deleted)
+    PARTITION BY toYYYYMM(order_at)
+    ORDER BY (order_id, model, touchpoint_event_id)
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS orders (
+        order_id String,
+        customer_id String,
+        order_at DateTime64(6, 'UTC'),
+        currency LowCardinality(String),
+        total Decimal(38, 4),
+        refunded Decimal(38, 4),
+        net_revenue Decimal(38, 4),
+        touchpoints UInt16,
+        version UInt64,
+        written_at DateTime64(3, 'UTC') DEFAULT now64(3)
+    ) ENGINE = ReplacingMergeTree(version)
+    PARTITION BY toYYYYMM(order_at)
+    ORDER BY order_id
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS refunds (
+        event_id String,
+        order_id String,
+        refunded_at DateTime64(6, 'UTC'),
+        amount Decimal(38, 4),
+        currency LowCardinality(String),
+        reason String
+    ) ENGINE = ReplacingMergeTree
+    PARTITION BY toYYYYMM(refunded_at)
+    ORDER BY (order_id, event_id)
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS clicks (
+        event_id String,
+        occurred_at DateTime64(6, 'UTC'),
+        visitor_id String,
+        customer_id String,
+        influencer_id String,
+        campaign_id String,
+        platform LowCardinality(String),
+        tier LowCardinality(String),
+        link_id String,
+        url String
+    ) ENGINE = ReplacingMergeTree
+    PARTITION BY toYYYYMM(occurred_at)
+    ORDER BY (influencer_id, occurred_at, event_id)
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS code_redemptions (
+        event_id String,
+        occurred_at DateTime64(6, 'UTC'),
+        code String,
+        order_id String,
+        customer_id String,
+        influencer_id String,
+        campaign_id String,
+        known_code UInt8
+    ) ENGINE = ReplacingMergeTree
+    PARTITION BY toYYYYMM(occurred_at)
+    ORDER BY (order_id, event_id)
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS identity_links (
+        event_id String,
+        occurred_at DateTime64(6, 'UTC'),
+        visitor_id String,
+        customer_id String
+    ) ENGINE = ReplacingMergeTree
+    PARTITION BY toYYYYMM(occurred_at)
+    ORDER BY (visitor_id, customer_id, event_id)
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS content_metrics (
+        event_id String,
+        occurred_at DateTime64(6, 'UTC'),
+        influencer_id String,
+        post_id String,
+        platform LowCardinality(String),
+        campaign_id String,
+        impressions UInt64,
+        reach UInt64,
+        likes UInt64,
+        comments UInt64,
+        shares UInt64,
+        saves UInt64,
+        followers UInt64
+    ) ENGINE = ReplacingMergeTree(occurred_at)
+    ORDER BY (influencer_id, post_id)
+    """,
+)
+
+
+def _time(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def _decimal(value: str) -> Decimal:
+    return Decimal(value)
+
+
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "touchpoint_at": _time,
+    "order_at": _time,
+    "refunded_at": _time,
+    "occurred_at": _time,
+    "credit": _decimal,
+    "revenue_credit": _decimal,
+    "total": _decimal,
+    "refunded": _decimal,
+    "net_revenue": _decimal,
+    "amount": _decimal,
+    "is_deleted": int,
+    "known_code": int,
+}
+
+
+def connect(dsn: str) -> Client:
+    """A client for `chdb:///path` (embedded) or `http(s)://...` (server)."""
+    if dsn.startswith("chdb://"):
+        path = dsn.removeprefix("chdb://")
+        if path:
+            from pathlib import Path
+
+            Path(path).mkdir(parents=True, exist_ok=True)
+    return clickhouse_connect.get_client(dsn=dsn)
+
+
+def ensure_schema(client: Client) -> None:
+    for statement in SCHEMA:
+        client.command(statement)
+
+
+def to_columns(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    """Wire rows of one table as ClickHouse column names and row values."""
+    names = [name for name in rows[0] if name != "table"]
+    converters = [_CONVERTERS.get(name) for name in names]
+    data = [
+        [
+            convert(row[name]) if convert is not None else row[name]
+            for name, convert in zip(names, converters, strict=True)
+        ]
+        for row in rows
+    ]
+    return names, data
+
+
+class ClickHouseWriter:
+    """Writes batches of wire rows, one insert per table; retries until ClickHouse takes them.
+
+    Retrying inside (instead of raising) is what keeps a batch from being acknowledged
+    before it is stored: the caller only moves on once `write` returns.
+    """
+
+    def __init__(self, client: Client, *, max_backoff_seconds: float = 5.0) -> None:
+        self._client = client
+        self._max_backoff = max_backoff_seconds
+        self.failures = 0
+
+    def insert_now(self, rows: Iterable[dict[str, Any]]) -> int:
+        by_table: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for row in rows:
+            by_table[row["table"]].append(row)
+        for table, table_rows in by_table.items():
+            names, data = to_columns(table_rows)
+            self._client.insert(table, data, column_names=names)
+        return sum(len(table_rows) for table_rows in by_table.values())
+
+    async def write(self, rows: Sequence[dict[str, Any]], should_stop: Callable[[], bool]) -> bool:
+        """Insert the rows, retrying with backoff; False only if asked to stop before success."""
+        backoff = 0.1
+        while True:
+            try:
+                self.insert_now(rows)
+                return True
+            except Exception:
+                self.failures += 1
+                log.exception("ClickHouse insert of %d rows failed; retrying", len(rows))
+                if should_stop():
+                    return False
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self._max_backoff)
+
+    def query(self, sql: str, *, readonly: bool = True) -> tuple[list[str], list[list[Any]]]:
+        settings = {"readonly": 1} if readonly else None
+        result = self._client.query(sql, settings=settings)
+        return list(result.column_names), [list(row) for row in result.result_rows]

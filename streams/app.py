@@ -1,0 +1,102 @@
+"""The Faust app: topics, tables and the shared handles the agents use.
+
+Topics (names prefixed with `topic_prefix`):
+  events            raw storefront events (JSON), the input
+  visitor-commands  keyed by visitor_id  -> visitors table
+  order-commands    keyed by order_id    -> ledgers table
+  journey-commands  keyed by customer_id -> journeys table
+  rows              result rows for ClickHouse (credits carry a version)
+  dead-letters      invalid events with the reason
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+
+from sinks.catalog_store import RedisCatalogCache
+from sinks.clickhouse import ClickHouseWriter, connect, ensure_schema
+from streams.settings import Settings
+
+
+@dataclass
+class ClickHouseHandle:
+    """Opens the ClickHouse client on first use inside the worker, never at import."""
+
+    dsn: str
+    _writer: ClickHouseWriter | None = field(default=None, init=False)
+
+    def writer(self) -> ClickHouseWriter:
+        if self._writer is None:
+            client = connect(self.dsn)
+            ensure_schema(client)
+            self._writer = ClickHouseWriter(client)
+        return self._writer
+
+
+@dataclass
+class Topology:
+    settings: Settings
+    app: faust.App
+    events: Any
+    visitor_commands: Any
+    order_commands: Any
+    journey_commands: Any
+    rows: Any
+    dead_letters: Any
+    visitors: Any
+    ledgers: Any
+    journeys: Any
+    catalog: RedisCatalogCache
+    clickhouse: ClickHouseHandle
+
+
+def create_topology(settings: Settings) -> Topology:
+    app = faust.App(
+        settings.app_id,
+        broker=settings.kafka_url,
+        store="memory://",
+        autodiscover=False,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        key_serializer="raw",
+        value_serializer="raw",
+        web_enabled=True,
+        web_host=settings.web_host,
+        web_bind=settings.web_host,
+        web_port=settings.web_port,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=1.0,
+        broker_rebalance_timeout=20.0,
+        broker_commit_interval=1.0,
+        table_standby_replicas=0,
+        stream_wait_empty=False,
+        producer_acks=-1,
+        producer_linger_ms=5,
+    )
+
+    def topic(name: str) -> Any:
+        # internal=True: the worker creates its topics with the configured partition count.
+        return app.topic(settings.topic(name), partitions=settings.partitions, internal=True)
+
+    def table(name: str) -> Any:
+        return app.Table(name, default=None, partitions=settings.partitions)
+
+    return Topology(
+        settings=settings,
+        app=app,
+        events=topic("events"),
+        visitor_commands=topic("visitor-commands"),
+        order_commands=topic("order-commands"),
+        journey_commands=topic("journey-commands"),
+        rows=topic("rows"),
+        dead_letters=topic("dead-letters"),
+        visitors=table("visitors"),
+        ledgers=table("ledgers"),
+        journeys=table("journeys"),
+        catalog=RedisCatalogCache(settings.redis_url),
+        clickhouse=ClickHouseHandle(settings.clickhouse),
+    )

@@ -1,0 +1,188 @@
+"""The `attribution` command: worker, replay, sql, catalog load, demo."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from attribution.catalog import StaticCatalog
+from attribution.replay import LocalPipeline
+from attribution.rows import CreditRow
+from schemas.catalog import CatalogError, read_catalog_dir
+from schemas.events import Event, InvalidEvent, decode_event
+from streams.settings import Settings
+
+CREDIT_COLUMNS = (
+    "order_id", "model", "touchpoint_event_id", "influencer_id", "campaign_id",
+    "credit", "revenue_credit", "currency",
+)
+
+
+def _worker(settings: Settings) -> int:
+    from agents import register_agents
+    from streams.app import create_topology
+
+    topology = create_topology(settings)
+    register_agents(topology)
+    sys.argv = [
+        "attribution", "worker", "--loglevel", settings.log_level,
+        "--web-host", settings.web_host, "--web-port", str(settings.web_port),
+    ]
+    topology.app.main()
+    return 0
+
+
+def read_events(path: Path, errors: list[str]) -> Iterator[Event]:
+    """Valid events of a JSON-lines file in file order; invalid lines are reported, not fatal."""
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield decode_event(line)
+            except InvalidEvent as error:
+                errors.append(f"{path}:{number}: {error}")
+                print(f"{path}:{number}: invalid event: {error}", file=sys.stderr)
+
+
+def credit_record(row: CreditRow) -> list[str]:
+    return [
+        row.order_id, row.model, row.touchpoint_event_id, row.influencer_id, row.campaign_id,
+        str(row.credit), str(row.revenue_credit), row.currency,
+    ]
+
+
+def write_credits_csv(rows: Sequence[CreditRow], out: Path) -> None:
+    with out.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(CREDIT_COLUMNS)
+        writer.writerows(credit_record(row) for row in rows)
+
+
+def _load_catalog(directory: Path | None) -> StaticCatalog:
+    from sinks.catalog_store import to_static_catalog
+
+    if directory is None:
+        return StaticCatalog()
+    return to_static_catalog(read_catalog_dir(directory))
+
+
+def _replay(settings: Settings, events: Path, catalog_dir: Path | None, out: Path) -> int:
+    pipeline = LocalPipeline(_load_catalog(catalog_dir), settings.rules)
+    errors: list[str] = []
+    pipeline.feed_all(read_events(events, errors))
+    for rejection in pipeline.rejections:
+        print(f"rejected {rejection.event_id}: {rejection.field}: {rejection.reason}", file=sys.stderr)
+    final = pipeline.final_credits()
+    write_credits_csv(final, out)
+    orders = len({row.order_id for row in final})
+    print(
+        f"{orders} orders, {len(final)} credit rows written to {out}; "
+        f"{len(errors)} invalid lines, {len(pipeline.rejections)} rejected events",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def query_worker(settings: Settings, sql: str, timeout: float = 10.0) -> dict[str, object]:
+    """Run read-only SQL through a running worker (which owns the embedded engine)."""
+    request = urllib.request.Request(
+        f"http://{settings.web_host}:{settings.web_port}/sql", data=sql.encode(), method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            result: dict[str, object] = json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        result = json.loads(error.read())
+    return result
+
+
+def run_sql(settings: Settings, sql: str) -> tuple[list[str], list[list[object]]]:
+    """Through the worker when one serves the embedded engine, else directly."""
+    try:
+        result = query_worker(settings, sql)
+    except (urllib.error.URLError, ConnectionError):
+        from sinks.clickhouse import ClickHouseWriter, connect, ensure_schema
+
+        client = connect(settings.clickhouse)
+        ensure_schema(client)
+        return ClickHouseWriter(client).query(sql)
+    if "error" in result:
+        raise RuntimeError(str(result["error"]))
+    return list(result["columns"]), list(result["rows"])  # type: ignore[call-overload]
+
+
+def _sql(settings: Settings, sql: str) -> int:
+    try:
+        columns, rows = run_sql(settings, sql)
+    except Exception as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    writer = csv.writer(sys.stdout, delimiter="\t")
+    writer.writerow(columns)
+    writer.writerows(rows)
+    return 0
+
+
+def _catalog_load(settings: Settings, directory: Path) -> int:
+    from sinks.catalog_store import publish_catalog
+
+    try:
+        files = read_catalog_dir(directory)
+    except CatalogError as error:
+        print(f"catalog not loaded: {error}", file=sys.stderr)
+        return 1
+    version = publish_catalog(settings.redis_url, files)
+    print(
+        f"catalog version {version}: {len(files.influencers)} influencers, "
+        f"{len(files.campaigns)} campaigns, {len(files.codes)} codes, {len(files.links)} links, "
+        f"{len(files.contracts)} contracts",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="attribution", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("worker", help="run a Faust worker (settings from ATTRIBUTION_* env)")
+    replay = commands.add_parser("replay", help="attribute a JSON-lines file offline")
+    replay.add_argument("events", type=Path)
+    replay.add_argument("--catalog", type=Path)
+    replay.add_argument("--out", type=Path, required=True)
+    sql = commands.add_parser("sql", help="run read-only SQL against ClickHouse")
+    sql.add_argument("statement")
+    catalog = commands.add_parser("catalog", help="catalog commands")
+    catalog_commands = catalog.add_subparsers(dest="catalog_command", required=True)
+    load = catalog_commands.add_parser("load", help="validate CSVs and publish them to workers")
+    load.add_argument("directory", type=Path)
+    demo = commands.add_parser("demo", help="services + worker + synthetic storefront + report")
+    demo.add_argument("--seconds", type=float, default=60.0)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings.from_env()
+    if args.command == "worker":
+        return _worker(settings)
+    if args.command == "replay":
+        return _replay(settings, args.events, args.catalog, args.out)
+    if args.command == "sql":
+        return _sql(settings, args.statement)
+    if args.command == "catalog":
+        return _catalog_load(settings, args.directory)
+    from streams.demo import run_demo
+
+    return run_demo(settings, seconds=args.seconds)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""One frozen settings object, read from ATTRIBUTION_* environment variables."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+from attribution.rules import Rules
+
+ENV_PREFIX = "ATTRIBUTION_"
+
+
+class Settings(BaseModel):
+    """Every knob of a worker; `Settings.from_env()` reads `ATTRIBUTION_<FIELD>` variables.
+
+    >>> Settings.from_env({"ATTRIBUTION_PARTITIONS": "8"}).partitions
+    8
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    data_dir: Path = Path(".data").absolute()
+    kafka_url: str = "kafka://127.0.0.1:19092"
+    redis_url: str = "redis://127.0.0.1:16379/0"
+    clickhouse_dsn: str = ""
+    topic_prefix: str = "attribution"
+    app_id: str = "attribution"
+    partitions: int = 4
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    log_level: str = "info"
+    lookback_days: float = 30
+    half_life_days: float = 7
+    restatement_window_days: float = 7
+    refund_window_days: float = 180
+    max_touchpoints: int = 50
+    sink_batch_rows: int = 5000
+    sink_batch_seconds: float = 1.0
+    stage_batch_events: int = 1000
+    stage_batch_seconds: float = 0.05
+    catalog_refresh_seconds: float = 2.0
+    collector_secret: SecretStr = SecretStr("")
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        source = os.environ if environ is None else environ
+        values = {
+            name: source[ENV_PREFIX + name.upper()]
+            for name in cls.model_fields
+            if ENV_PREFIX + name.upper() in source
+        }
+        return cls.model_validate(values)
+
+    @property
+    def clickhouse(self) -> str:
+        """The ClickHouse DSN; by default the embedded engine under the data dir."""
+        return self.clickhouse_dsn or f"chdb://{self.data_dir.absolute() / 'clickhouse'}"
+
+    @property
+    def rules(self) -> Rules:
+        return Rules(
+            lookback=timedelta(days=self.lookback_days),
+            half_life=timedelta(days=self.half_life_days),
+            restatement_window=timedelta(days=self.restatement_window_days),
+            refund_window=timedelta(days=self.refund_window_days),
+            max_touchpoints=self.max_touchpoints,
+        )
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}.{name}"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.kafka_url.removeprefix("kafka://")
+
+    def as_env(self) -> dict[str, str]:
+        """The environment that reproduces these settings in a child process."""
+        env = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[ENV_PREFIX + name.upper()] = str(value)
+        return env
