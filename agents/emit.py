@@ -45,7 +45,12 @@ async def send_journey_command(topology: Topology, command: JourneyCommand) -> N
 
 
 async def send_dead_letter(
-    topology: Topology, *, payload: bytes | dict[str, Any], field: str, reason: str, event_id: str = ""
+    topology: Topology,
+    *,
+    payload: bytes | dict[str, Any],
+    field: str,
+    reason: str,
+    event_id: str = "",
 ) -> None:
     """An invalid event with its raw payload, the reason and when it was refused."""
     record: dict[str, Any] = {
@@ -64,6 +69,9 @@ async def send_dead_letter(
 
 async def send_rejection(topology: Topology, rejection: Rejection) -> None:
     await send_dead_letter(
-        topology, payload=rejection.payload, field=rejection.field, reason=rejection.reason,
+        topology,
+        payload=rejection.payload,
+        field=rejection.field,
+        reason=rejection.reason,
         event_id=rejection.event_id,
     )

@@ -37,7 +37,11 @@ class Stage(Generic[State]):
         emit: Callable[[Topology, list[Any]], Awaitable[None]],
     ) -> None:
         self.name, self.apply, self.to_wire, self.from_wire, self.emit = (
-            name, apply, to_wire, from_wire, emit,
+            name,
+            apply,
+            to_wire,
+            from_wire,
+            emit,
         )
 
 

@@ -31,7 +31,7 @@ def register(topology: Topology) -> None:
     @app.page("/health")
     class Health(View):
         async def get(self, request: Request) -> Response:
-            return self.json({"status": "ok"})
+            return self.json({"status": "ok", "catalog_version": topology.catalog.version})
 
     @app.page("/sql")
     class ReadOnlySql(View):

@@ -13,7 +13,6 @@ from datetime import datetime
 from attribution.messages import (
     Touchpoint,
     TouchpointsArrived,
-    VisitorClick,
     VisitorCommand,
     VisitorLink,
     Wire,
@@ -58,7 +57,9 @@ def _link(visitor: Visitor, link: VisitorLink) -> list[VisitorOutput]:
     # the journey ignores clicks it already holds.
     return [
         TouchpointsArrived(
-            visitor.customer_id, visitor.visitor_id, visitor.linked_at,
+            visitor.customer_id,
+            visitor.visitor_id,
+            visitor.linked_at,
             tuple(visitor.waiting.values()),
         )
     ]
@@ -90,16 +91,21 @@ def apply_to_visitor(
     if touchpoint.customer_id:
         outputs = _link(
             visitor,
-            VisitorLink(visitor.visitor_id, touchpoint.customer_id, touchpoint.occurred_at,
-                        touchpoint.event_id),
+            VisitorLink(
+                visitor.visitor_id,
+                touchpoint.customer_id,
+                touchpoint.occurred_at,
+                touchpoint.event_id,
+            ),
         )
         outputs.append(
             TouchpointsArrived(touchpoint.customer_id, visitor.visitor_id, None, (touchpoint,))
         )
     elif visitor.customer_id:
         outputs = [
-            TouchpointsArrived(visitor.customer_id, visitor.visitor_id, visitor.linked_at,
-                               (touchpoint,))
+            TouchpointsArrived(
+                visitor.customer_id, visitor.visitor_id, visitor.linked_at, (touchpoint,)
+            )
         ]
     else:
         visitor.waiting[touchpoint.event_id] = touchpoint

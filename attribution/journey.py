@@ -24,11 +24,13 @@ from attribution.messages import (
     customer_key,
 )
 from attribution.models import ALL_MODELS, model_weights
-from attribution.money import split_credit, split_revenue
+from attribution.money import CREDIT_QUANTUM, split_credit, split_revenue
 from attribution.rows import CreditRow, OrderRow
 from attribution.rules import Rules
 
 EmittedRow = CreditRow | OrderRow
+FULL_CREDIT = Decimal(1).quantize(CREDIT_QUANTUM)
+NO_CREDIT = Decimal(0).quantize(CREDIT_QUANTUM)
 
 
 @dataclass(slots=True)
@@ -94,9 +96,24 @@ def credit_rows(
         if not touchpoints:
             rows.append(
                 CreditRow(
-                    facts.order_id, model.value, "", "", None, 0, 0, "", "", "", "",
-                    Decimal(1), net_revenue, facts.currency, facts.occurred_at,
-                    facts.customer_id, version, False,
+                    facts.order_id,
+                    model.value,
+                    "",
+                    "",
+                    None,
+                    0,
+                    0,
+                    "",
+                    "",
+                    "",
+                    "",
+                    FULL_CREDIT,
+                    net_revenue,
+                    facts.currency,
+                    facts.occurred_at,
+                    facts.customer_id,
+                    version,
+                    False,
                 )
             )
             continue
@@ -110,10 +127,24 @@ def credit_rows(
                 continue
             rows.append(
                 CreditRow(
-                    facts.order_id, model.value, touchpoint.event_id, touchpoint.kind,
-                    touchpoint.occurred_at, position, len(touchpoints), touchpoint.influencer_id,
-                    touchpoint.campaign_id, touchpoint.platform, touchpoint.tier, credit, revenue,
-                    facts.currency, facts.occurred_at, facts.customer_id, version, False,
+                    facts.order_id,
+                    model.value,
+                    touchpoint.event_id,
+                    touchpoint.kind,
+                    touchpoint.occurred_at,
+                    position,
+                    len(touchpoints),
+                    touchpoint.influencer_id,
+                    touchpoint.campaign_id,
+                    touchpoint.platform,
+                    touchpoint.tier,
+                    credit,
+                    revenue,
+                    facts.currency,
+                    facts.occurred_at,
+                    facts.customer_id,
+                    version,
+                    False,
                 )
             )
     return rows
@@ -133,8 +164,15 @@ def _order_row(order: OrderRecord, touchpoints: int) -> OrderRow:
     facts = order.facts
     refunded = order.refunded
     return OrderRow(
-        facts.order_id, facts.customer_id, facts.occurred_at, facts.currency, facts.total,
-        refunded, facts.total - refunded, touchpoints, order.version,
+        facts.order_id,
+        facts.customer_id,
+        facts.occurred_at,
+        facts.currency,
+        facts.total,
+        refunded,
+        facts.total - refunded,
+        touchpoints,
+        order.version,
     )
 
 
@@ -144,9 +182,24 @@ def _state_rows(journey: Journey, order: OrderRecord, rules: Rules) -> list[Emit
     live_keys = {(row.model, row.touchpoint_event_id) for row in current}
     retracted = [
         CreditRow(
-            order.facts.order_id, model, touchpoint_event_id, "", None, 0, 0, "", "", "", "",
-            Decimal(0), Decimal(0), order.facts.currency, order.facts.occurred_at,
-            order.facts.customer_id, order.version, True,
+            order.facts.order_id,
+            model,
+            touchpoint_event_id,
+            "",
+            None,
+            0,
+            0,
+            "",
+            "",
+            "",
+            "",
+            NO_CREDIT,
+            Decimal(0),
+            order.facts.currency,
+            order.facts.occurred_at,
+            order.facts.customer_id,
+            order.version,
+            True,
         )
         for model, touchpoint_event_id in sorted(order.emitted_keys - live_keys)
     ]
@@ -191,7 +244,9 @@ def _advance_clock(journey: Journey, moment: datetime, rules: Rules) -> None:
     }
 
 
-def _add_touchpoints(journey: Journey, command: TouchpointsArrived, rules: Rules) -> list[EmittedRow]:
+def _add_touchpoints(
+    journey: Journey, command: TouchpointsArrived, rules: Rules
+) -> list[EmittedRow]:
     changed = False
     if command.linked_at is not None:
         for stored in journey.clicks.values():
@@ -252,7 +307,8 @@ def apply_to_journey(
 
     >>> from attribution.messages import OrderFacts
     >>> from datetime import UTC
-    >>> facts = OrderFacts("e1", "o1", "c1", datetime(2026, 1, 1, tzinfo=UTC), "USD", Decimal("9.99"))
+    >>> at = datetime(2026, 1, 1, tzinfo=UTC)
+    >>> facts = OrderFacts("e1", "o1", "c1", at, "USD", Decimal("9.99"))
     >>> journey, rows = apply_to_journey(None, OrderUpdated(facts, (), ()), Rules())
     >>> sorted({(row.model, row.revenue_credit) for row in rows if isinstance(row, CreditRow)})[0]
     ('first_click', Decimal('9.99'))
@@ -272,7 +328,10 @@ def journey_to_wire(journey: Journey) -> Wire:
         "u": journey.customer_id,
         "n": None if journey.newest_event_at is None else journey.newest_event_at.isoformat(),
         "clicks": [
-            [stored.touchpoint.to_wire(), None if stored.linked_at is None else stored.linked_at.isoformat()]
+            [
+                stored.touchpoint.to_wire(),
+                None if stored.linked_at is None else stored.linked_at.isoformat(),
+            ]
             for stored in journey.clicks.values()
         ],
         "orders": [

@@ -22,7 +22,7 @@ from attribution.messages import (
     Wire,
     order_key,
 )
-from attribution.rows import Rejection, RefundRow
+from attribution.rows import RefundRow, Rejection
 from attribution.rules import Rules
 
 LedgerOutput = OrderUpdated | RefundRow | Rejection
@@ -65,7 +65,9 @@ def _accept_refunds(
         else:
             field_name, reason = problem
             rejections.append(
-                Rejection(refund.event_id, field_name, reason, {"type": "refund", **refund.to_wire()})
+                Rejection(
+                    refund.event_id, field_name, reason, {"type": "refund", **refund.to_wire()}
+                )
             )
     return rejections
 
@@ -107,8 +109,14 @@ def apply_to_ledger(
         # Refund rows and the snapshot go out again on every command: both are idempotent
         # downstream, and repeating them repairs output lost before a crash.
         outputs.extend(
-            RefundRow(refund.event_id, refund.order_id, refund.occurred_at, refund.amount,
-                      refund.currency, refund.reason)
+            RefundRow(
+                refund.event_id,
+                refund.order_id,
+                refund.occurred_at,
+                refund.amount,
+                refund.currency,
+                refund.reason,
+            )
             for refund in ledger.refunds.values()
         )
         outputs.append(_snapshot(ledger, ledger.order))

@@ -57,8 +57,15 @@ class Touchpoint:
     @classmethod
     def from_wire(cls, wire: Wire) -> Touchpoint:
         return cls(
-            wire["e"], _time(wire["t"]), wire["i"], wire["c"], wire["p"], wire["r"],
-            wire["v"], wire["u"], wire["k"],
+            wire["e"],
+            _time(wire["t"]),
+            wire["i"],
+            wire["c"],
+            wire["p"],
+            wire["r"],
+            wire["v"],
+            wire["u"],
+            wire["k"],
         )
 
 
@@ -206,8 +213,11 @@ def command_to_wire(command: VisitorCommand | OrderCommand | JourneyCommand) -> 
             return {"kind": "visitor_click", "v": visitor_id, "tp": touchpoint.to_wire()}
         case VisitorLink(visitor_id, customer_id, occurred_at, event_id):
             return {
-                "kind": "visitor_link", "v": visitor_id, "u": customer_id,
-                "t": occurred_at.isoformat(), "e": event_id,
+                "kind": "visitor_link",
+                "v": visitor_id,
+                "u": customer_id,
+                "t": occurred_at.isoformat(),
+                "e": event_id,
             }
         case PlaceOrder(order):
             return {"kind": "place_order", "order": order.to_wire()}
@@ -217,13 +227,16 @@ def command_to_wire(command: VisitorCommand | OrderCommand | JourneyCommand) -> 
             return {"kind": "redeem_code", "o": order_id, "tp": touchpoint.to_wire()}
         case TouchpointsArrived(customer_id, visitor_id, linked_at, touchpoints):
             return {
-                "kind": "touchpoints", "u": customer_id, "v": visitor_id,
+                "kind": "touchpoints",
+                "u": customer_id,
+                "v": visitor_id,
                 "l": None if linked_at is None else linked_at.isoformat(),
                 "tps": [touchpoint.to_wire() for touchpoint in touchpoints],
             }
         case OrderUpdated(order, refunds, codes):
             return {
-                "kind": "order_updated", "order": order.to_wire(),
+                "kind": "order_updated",
+                "order": order.to_wire(),
                 "refunds": [refund.to_wire() for refund in refunds],
                 "codes": [code.to_wire() for code in codes],
             }
@@ -244,7 +257,9 @@ def command_from_wire(wire: Wire) -> VisitorCommand | OrderCommand | JourneyComm
             return RedeemCode(wire["o"], Touchpoint.from_wire(wire["tp"]))
         case "touchpoints":
             return TouchpointsArrived(
-                wire["u"], wire["v"], _optional_time(wire["l"]),
+                wire["u"],
+                wire["v"],
+                _optional_time(wire["l"]),
                 tuple(Touchpoint.from_wire(tp) for tp in wire["tps"]),
             )
         case "order_updated":

@@ -51,8 +51,11 @@ def time_decay_weights(
     with localcontext() as context:
         context.prec = 40
         return [
-            _TWO ** (-Decimal(max(order_time - moment, timedelta(0)) // timedelta(microseconds=1))
-                     / half_life_us)
+            _TWO
+            ** (
+                -Decimal(max(order_time - moment, timedelta(0)) // timedelta(microseconds=1))
+                / half_life_us
+            )
             for moment in touch_times
         ]
 

@@ -38,7 +38,8 @@ class LocalPipeline:
     >>> from schemas.events import validate_event
     >>> pipeline = LocalPipeline(StaticCatalog(), Rules())
     >>> pipeline.feed(validate_event({"type": "order", "event_id": "e1", "order_id": "o1",
-    ...     "customer_id": "c1", "currency": "EUR", "total": "20", "occurred_at": "2026-01-01T10:00:00Z"}))
+    ...     "customer_id": "c1", "currency": "EUR", "total": "20",
+    ...     "occurred_at": "2026-01-01T10:00:00Z"}))
     >>> [(row.model, row.influencer_id, row.revenue_credit) for row in pipeline.final_credits()][:1]
     [('first_click', '', Decimal('20'))]
     """
@@ -106,4 +107,3 @@ class LocalPipeline:
         """Live credit rows, ordered by order, model and journey position."""
         live = (row for row in self.credits.values() if not row.is_deleted)
         return sorted(live, key=lambda row: (row.order_id, row.model, row.position))
-

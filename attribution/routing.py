@@ -60,17 +60,26 @@ def route_event(event: Event, catalog: Catalog) -> Routed:
     match event:
         case Click():
             resolved = resolve_click(
-                catalog, url=event.url, influencer_id=event.influencer_id,
-                campaign_id=event.campaign_id, link_id=event.link_id, platform=event.platform,
+                catalog,
+                url=event.url,
+                influencer_id=event.influencer_id,
+                campaign_id=event.campaign_id,
+                link_id=event.link_id,
+                platform=event.platform,
             )
             customer_id = event.customer_id or ""
             routed.rows.append(
                 ClickRow(
-                    event.event_id, event.occurred_at, event.visitor_id, customer_id,
+                    event.event_id,
+                    event.occurred_at,
+                    event.visitor_id,
+                    customer_id,
                     resolved.influencer_id if resolved else "",
                     resolved.campaign_id if resolved else "",
                     resolved.platform if resolved else (event.platform or ""),
-                    resolved.tier if resolved else "", event.link_id or "", event.url,
+                    resolved.tier if resolved else "",
+                    event.link_id or "",
+                    event.url,
                 )
             )
             if customer_id:
@@ -79,9 +88,14 @@ def route_event(event: Event, catalog: Catalog) -> Routed:
                 )
             if resolved is not None:
                 touchpoint = Touchpoint(
-                    event.event_id, event.occurred_at, resolved.influencer_id,
-                    resolved.campaign_id, resolved.platform, resolved.tier,
-                    visitor_id=event.visitor_id, customer_id=customer_id,
+                    event.event_id,
+                    event.occurred_at,
+                    resolved.influencer_id,
+                    resolved.campaign_id,
+                    resolved.platform,
+                    resolved.tier,
+                    visitor_id=event.visitor_id,
+                    customer_id=customer_id,
                 )
                 routed.to_visitors.append(VisitorClick(event.visitor_id, touchpoint))
             elif customer_id:
@@ -99,39 +113,72 @@ def route_event(event: Event, catalog: Catalog) -> Routed:
                 routed.rows.append(row)
             routed.to_orders.append(
                 PlaceOrder(
-                    OrderFacts(event.event_id, event.order_id, event.customer_id,
-                               event.occurred_at, event.currency, event.total)
+                    OrderFacts(
+                        event.event_id,
+                        event.order_id,
+                        event.customer_id,
+                        event.occurred_at,
+                        event.currency,
+                        event.total,
+                    )
                 )
             )
         case Refund():
             routed.to_orders.append(
                 RequestRefund(
-                    RefundFacts(event.event_id, event.order_id, event.occurred_at, event.amount,
-                                event.currency, event.reason or "")
+                    RefundFacts(
+                        event.event_id,
+                        event.order_id,
+                        event.occurred_at,
+                        event.amount,
+                        event.currency,
+                        event.reason or "",
+                    )
                 )
             )
         case CodeRedemption():
             target = resolve_code(catalog, event.code)
             routed.rows.append(
                 CodeRedemptionRow(
-                    event.event_id, event.occurred_at, event.code, event.order_id,
-                    event.customer_id or "", target.influencer_id if target else "",
-                    target.campaign_id if target else "", target is not None,
+                    event.event_id,
+                    event.occurred_at,
+                    event.code,
+                    event.order_id,
+                    event.customer_id or "",
+                    target.influencer_id if target else "",
+                    target.campaign_id if target else "",
+                    target is not None,
                 )
             )
             if target is not None:
                 touchpoint = Touchpoint(
-                    event.event_id, event.occurred_at, target.influencer_id, target.campaign_id,
-                    target.platform, target.tier, visitor_id=event.visitor_id or "",
-                    customer_id=event.customer_id or "", code=event.code.upper(),
+                    event.event_id,
+                    event.occurred_at,
+                    target.influencer_id,
+                    target.campaign_id,
+                    target.platform,
+                    target.tier,
+                    visitor_id=event.visitor_id or "",
+                    customer_id=event.customer_id or "",
+                    code=event.code.upper(),
                 )
                 routed.to_orders.append(RedeemCode(event.order_id, touchpoint))
         case ContentMetrics():
             routed.rows.append(
                 ContentMetricsRow(
-                    event.event_id, event.occurred_at, event.influencer_id, event.post_id,
-                    event.platform, event.campaign_id or "", event.impressions, event.reach,
-                    event.likes, event.comments, event.shares, event.saves, event.followers,
+                    event.event_id,
+                    event.occurred_at,
+                    event.influencer_id,
+                    event.post_id,
+                    event.platform,
+                    event.campaign_id or "",
+                    event.impressions,
+                    event.reach,
+                    event.likes,
+                    event.comments,
+                    event.shares,
+                    event.saves,
+                    event.followers,
                 )
             )
     return routed

@@ -158,5 +158,13 @@ class IdentityConflict:
     ignored_customer_id: str
 
 
-Row = CreditRow | OrderRow | RefundRow | ClickRow | CodeRedemptionRow | IdentityRow | ContentMetricsRow
+Row = (
+    CreditRow
+    | OrderRow
+    | RefundRow
+    | ClickRow
+    | CodeRedemptionRow
+    | IdentityRow
+    | ContentMetricsRow
+)
 Notice = Rejection | IdentityConflict

@@ -90,13 +90,17 @@ def _parse_file(path: Path, row_type: type[_Row]) -> list[Any]:
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         expected = set(row_type.model_fields)
-        missing = expected - set(reader.fieldnames or []) - {
-            name for name, info in row_type.model_fields.items() if not info.is_required()
-        }
+        missing = (
+            expected
+            - set(reader.fieldnames or [])
+            - {name for name, info in row_type.model_fields.items() if not info.is_required()}
+        )
         if missing:
             raise CatalogError(path.name, 1, ",".join(sorted(missing)), "missing column")
         for line, record in enumerate(reader, start=2):
-            values = {key: value for key, value in record.items() if key and value not in ("", None)}
+            values = {
+                key: value for key, value in record.items() if key and value not in ("", None)
+            }
             try:
                 rows.append(row_type.model_validate(values))
             except ValidationError as error:

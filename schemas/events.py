@@ -72,9 +72,7 @@ def _iso_currency(value: str) -> str:
     return value
 
 
-Timestamp = Annotated[
-    datetime, BeforeValidator(_timestamp_text), AfterValidator(_aware_in_range)
-]
+Timestamp = Annotated[datetime, BeforeValidator(_timestamp_text), AfterValidator(_aware_in_range)]
 Money = Annotated[Decimal, BeforeValidator(_exact_decimal)]
 Id = Annotated[str, Field(min_length=1, max_length=128)]
 Text = Annotated[str, Field(max_length=8192)]

@@ -69,8 +69,12 @@ class Storefront:
             handle = f"creator{index:03d}"
             self.influencers.append(
                 Influencer(
-                    f"inf-{index:03d}", handle, PLATFORMS[index % len(PLATFORMS)],
-                    self._random.randint(low, high), f"cmp-{category}", category,
+                    f"inf-{index:03d}",
+                    handle,
+                    PLATFORMS[index % len(PLATFORMS)],
+                    self._random.randint(low, high),
+                    f"cmp-{category}",
+                    category,
                     f"{handle.upper()}10",
                 )
             )
@@ -88,11 +92,17 @@ class Storefront:
                 ["campaign_id", "name", "category", "starts_at", "ends_at", "budget", "currency"]
             )
             for category in CATEGORY_BENCHMARKS:
-                writer.writerow([
-                    f"cmp-{category}", f"{category.title()} launch", category,
-                    (self.start - timedelta(days=30)).isoformat(),
-                    (self.start + timedelta(days=60)).isoformat(), "10000", "USD",
-                ])
+                writer.writerow(
+                    [
+                        f"cmp-{category}",
+                        f"{category.title()} launch",
+                        category,
+                        (self.start - timedelta(days=30)).isoformat(),
+                        (self.start + timedelta(days=60)).isoformat(),
+                        "10000",
+                        "USD",
+                    ]
+                )
         with (directory / "codes.csv").open("w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["code", "influencer_id", "campaign_id"])
@@ -105,14 +115,32 @@ class Storefront:
                 writer.writerow([f"lnk-{inf.influencer_id}", inf.influencer_id, inf.campaign_id])
         with (directory / "contracts.csv").open("w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow([
-                "influencer_id", "campaign_id", "fee_per_post", "posts", "retainer",
-                "commission_rate", "bonus_amount", "bonus_metric", "bonus_threshold",
-            ])
+            writer.writerow(
+                [
+                    "influencer_id",
+                    "campaign_id",
+                    "fee_per_post",
+                    "posts",
+                    "retainer",
+                    "commission_rate",
+                    "bonus_amount",
+                    "bonus_metric",
+                    "bonus_threshold",
+                ]
+            )
             for inf in self.influencers:
                 writer.writerow(
-                    [inf.influencer_id, inf.campaign_id, "300", "2", "0", "0.10", "500",
-                     "conversion_rate", "3"]
+                    [
+                        inf.influencer_id,
+                        inf.campaign_id,
+                        "300",
+                        "2",
+                        "0",
+                        "0.10",
+                        "500",
+                        "conversion_rate",
+                        "3",
+                    ]
                 )
         return directory
 
@@ -121,12 +149,16 @@ class Storefront:
         weights = [1 / (rank + 1) for rank in range(len(self.influencers))]
         return self._random.choices(self.influencers, weights)[0]
 
-    def _click(self, event_id: str, at: datetime, visitor: str, inf: Influencer,
-               customer: str | None) -> dict[str, Any]:
+    def _click(
+        self, event_id: str, at: datetime, visitor: str, inf: Influencer, customer: str | None
+    ) -> dict[str, Any]:
         style = self._random.random()
         event: dict[str, Any] = {
-            "type": "click", "event_id": event_id, "occurred_at": at.isoformat(),
-            "visitor_id": visitor, "url": "https://shop.example/p/1",
+            "type": "click",
+            "event_id": event_id,
+            "occurred_at": at.isoformat(),
+            "visitor_id": visitor,
+            "url": "https://shop.example/p/1",
         }
         if style < 0.6:
             event["url"] = (
@@ -158,42 +190,74 @@ class Storefront:
             events.append(self._click(f"{prefix}-k{click}", moment, phone, clicked, None))
             moment += timedelta(minutes=rng.randint(1, 600))
         if rng.random() < 0.2:
-            events.append(self._click(f"{prefix}-t", moment, phone, inf, None) | {
-                "url": "https://shop.example/", "link_id": None,
-            })
+            events.append(
+                self._click(f"{prefix}-t", moment, phone, inf, None)
+                | {
+                    "url": "https://shop.example/",
+                    "link_id": None,
+                }
+            )
         # Clicks convert at several times the category rate so the demo has orders to show.
         if rng.random() > min(1.0, rng.uniform(conv_low, conv_high) * 8):
             return events
         device = laptop if rng.random() < 0.4 else phone
         if device == laptop:
-            events.append({
-                "type": "identify", "event_id": f"{prefix}-id", "occurred_at": moment.isoformat(),
-                "visitor_id": phone, "customer_id": customer,
-            })
+            events.append(
+                {
+                    "type": "identify",
+                    "event_id": f"{prefix}-id",
+                    "occurred_at": moment.isoformat(),
+                    "visitor_id": phone,
+                    "customer_id": customer,
+                }
+            )
         order_id = f"ord-{prefix}"
         total = Decimal(rng.randint(aov_low * 100, aov_high * 100)) / 100
         moment += timedelta(minutes=rng.randint(1, 120))
-        events.append({
-            "type": "order", "event_id": f"{prefix}-o", "occurred_at": moment.isoformat(),
-            "order_id": order_id, "customer_id": customer, "visitor_id": device,
-            "currency": "USD", "total": str(total),
-            "items": [{"sku": f"sku-{inf.category}", "category": inf.category, "quantity": 1,
-                       "unit_price": str(total)}],
-        })
+        events.append(
+            {
+                "type": "order",
+                "event_id": f"{prefix}-o",
+                "occurred_at": moment.isoformat(),
+                "order_id": order_id,
+                "customer_id": customer,
+                "visitor_id": device,
+                "currency": "USD",
+                "total": str(total),
+                "items": [
+                    {
+                        "sku": f"sku-{inf.category}",
+                        "category": inf.category,
+                        "quantity": 1,
+                        "unit_price": str(total),
+                    }
+                ],
+            }
+        )
         if rng.random() < 0.3:
             code = inf.code.lower() if rng.random() < 0.5 else inf.code
-            events.append({
-                "type": "code_redemption", "event_id": f"{prefix}-c",
-                "occurred_at": moment.isoformat(), "code": code, "order_id": order_id,
-                "customer_id": customer,
-            })
+            events.append(
+                {
+                    "type": "code_redemption",
+                    "event_id": f"{prefix}-c",
+                    "occurred_at": moment.isoformat(),
+                    "code": code,
+                    "order_id": order_id,
+                    "customer_id": customer,
+                }
+            )
         if rng.random() < 0.1:
             amount = (total * Decimal(rng.choice((25, 50, 100))) / 100).quantize(Decimal("0.01"))
-            events.append({
-                "type": "refund", "event_id": f"{prefix}-r",
-                "occurred_at": (moment + timedelta(days=rng.randint(1, 20))).isoformat(),
-                "order_id": order_id, "currency": "USD", "amount": str(amount),
-            })
+            events.append(
+                {
+                    "type": "refund",
+                    "event_id": f"{prefix}-r",
+                    "occurred_at": (moment + timedelta(days=rng.randint(1, 20))).isoformat(),
+                    "order_id": order_id,
+                    "currency": "USD",
+                    "amount": str(amount),
+                }
+            )
         return events
 
     def events(self, shoppers: int, spread: timedelta = timedelta(days=3)) -> list[dict[str, Any]]:
@@ -213,20 +277,31 @@ class Storefront:
         duplicates = [event for event in ordered if rng.random() < self.duplicate_share]
         for duplicate in duplicates:
             ordered.insert(rng.randrange(len(ordered) + 1), duplicate)
-        return [{key: value for key, value in event.items() if value is not None} for event in ordered]
+        return [
+            {key: value for key, value in event.items() if value is not None} for event in ordered
+        ]
 
     def metrics_snapshots(self, at: datetime) -> list[dict[str, Any]]:
         rng = self._random
         snapshots = []
         for inf in self.influencers:
             impressions = rng.randint(inf.followers // 5, inf.followers)
-            snapshots.append({
-                "type": "content_metrics", "event_id": f"cm-{inf.influencer_id}-{at.timestamp():.0f}",
-                "occurred_at": at.isoformat(), "influencer_id": inf.influencer_id,
-                "post_id": f"post-{inf.influencer_id}", "platform": inf.platform,
-                "campaign_id": inf.campaign_id, "impressions": impressions,
-                "reach": impressions * 3 // 4, "likes": impressions // 20,
-                "comments": impressions // 200, "shares": impressions // 500,
-                "saves": impressions // 400, "followers": inf.followers,
-            })
+            snapshots.append(
+                {
+                    "type": "content_metrics",
+                    "event_id": f"cm-{inf.influencer_id}-{at.timestamp():.0f}",
+                    "occurred_at": at.isoformat(),
+                    "influencer_id": inf.influencer_id,
+                    "post_id": f"post-{inf.influencer_id}",
+                    "platform": inf.platform,
+                    "campaign_id": inf.campaign_id,
+                    "impressions": impressions,
+                    "reach": impressions * 3 // 4,
+                    "likes": impressions // 20,
+                    "comments": impressions // 200,
+                    "shares": impressions // 500,
+                    "saves": impressions // 400,
+                    "followers": inf.followers,
+                }
+            )
         return snapshots

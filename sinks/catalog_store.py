@@ -5,8 +5,9 @@ from __future__ import annotations
 from attribution.catalog import CreditTarget, InfluencerProfile, StaticCatalog
 from schemas.catalog import CatalogFiles
 
-CATALOG_KEY = "attribution:catalog"
-VERSION_KEY = "attribution:catalog:version"
+
+def _keys(namespace: str) -> tuple[str, str]:
+    return f"{namespace}:catalog", f"{namespace}:catalog:version"
 
 
 def to_static_catalog(files: CatalogFiles) -> StaticCatalog:
@@ -17,22 +18,26 @@ def to_static_catalog(files: CatalogFiles) -> StaticCatalog:
             )
             for row in files.influencers
         },
-        links={row.link_id: CreditTarget(row.influencer_id, row.campaign_id) for row in files.links},
+        links={
+            row.link_id: CreditTarget(row.influencer_id, row.campaign_id) for row in files.links
+        },
         codes={
-            row.code.upper(): CreditTarget(row.influencer_id, row.campaign_id) for row in files.codes
+            row.code.upper(): CreditTarget(row.influencer_id, row.campaign_id)
+            for row in files.codes
         },
     )
 
 
-def publish_catalog(redis_url: str, files: CatalogFiles) -> int:
-    """Replace the catalog in one transaction; return its new version."""
+def publish_catalog(redis_url: str, namespace: str, files: CatalogFiles) -> int:
+    """Replace the catalog of `namespace` (the topic prefix) atomically; return its version."""
     import redis
 
+    catalog_key, version_key = _keys(namespace)
     client = redis.Redis.from_url(redis_url)
     try:
         with client.pipeline(transaction=True) as pipe:
-            pipe.set(CATALOG_KEY, files.model_dump_json())
-            pipe.incr(VERSION_KEY)
+            pipe.set(catalog_key, files.model_dump_json())
+            pipe.incr(version_key)
             _, version = pipe.execute()
         return int(version)
     finally:
@@ -42,8 +47,9 @@ def publish_catalog(redis_url: str, files: CatalogFiles) -> int:
 class RedisCatalogCache:
     """A worker's local copy of the catalog, refreshed when the published version changes."""
 
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, namespace: str) -> None:
         self._redis_url = redis_url
+        self._catalog_key, self._version_key = _keys(namespace)
         self.version = -1
         self.catalog = StaticCatalog()
         self.files = CatalogFiles()
@@ -53,10 +59,10 @@ class RedisCatalogCache:
 
         client = aioredis.Redis.from_url(self._redis_url)
         try:
-            version = int(await client.get(VERSION_KEY) or 0)
+            version = int(await client.get(self._version_key) or 0)
             if version == self.version:
                 return False
-            raw = await client.get(CATALOG_KEY)
+            raw = await client.get(self._catalog_key)
         finally:
             await client.aclose()
         self.files = CatalogFiles.model_validate_json(raw) if raw else CatalogFiles()

@@ -97,6 +97,6 @@ def create_topology(settings: Settings) -> Topology:
         visitors=table("visitors"),
         ledgers=table("ledgers"),
         journeys=table("journeys"),
-        catalog=RedisCatalogCache(settings.redis_url),
+        catalog=RedisCatalogCache(settings.redis_url, settings.topic_prefix),
         clickhouse=ClickHouseHandle(settings.clickhouse),
     )

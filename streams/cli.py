@@ -20,8 +20,14 @@ from schemas.events import Event, InvalidEvent, decode_event
 from streams.settings import Settings
 
 CREDIT_COLUMNS = (
-    "order_id", "model", "touchpoint_event_id", "influencer_id", "campaign_id",
-    "credit", "revenue_credit", "currency",
+    "order_id",
+    "model",
+    "touchpoint_event_id",
+    "influencer_id",
+    "campaign_id",
+    "credit",
+    "revenue_credit",
+    "currency",
 )
 
 
@@ -32,8 +38,14 @@ def _worker(settings: Settings) -> int:
     topology = create_topology(settings)
     register_agents(topology)
     sys.argv = [
-        "attribution", "worker", "--loglevel", settings.log_level,
-        "--web-host", settings.web_host, "--web-port", str(settings.web_port),
+        "attribution",
+        "worker",
+        "--loglevel",
+        settings.log_level,
+        "--web-host",
+        settings.web_host,
+        "--web-port",
+        str(settings.web_port),
     ]
     topology.app.main()
     return 0
@@ -54,8 +66,14 @@ def read_events(path: Path, errors: list[str]) -> Iterator[Event]:
 
 def credit_record(row: CreditRow) -> list[str]:
     return [
-        row.order_id, row.model, row.touchpoint_event_id, row.influencer_id, row.campaign_id,
-        str(row.credit), str(row.revenue_credit), row.currency,
+        row.order_id,
+        row.model,
+        row.touchpoint_event_id,
+        row.influencer_id,
+        row.campaign_id,
+        str(row.credit),
+        str(row.revenue_credit),
+        row.currency,
     ]
 
 
@@ -79,7 +97,9 @@ def _replay(settings: Settings, events: Path, catalog_dir: Path | None, out: Pat
     errors: list[str] = []
     pipeline.feed_all(read_events(events, errors))
     for rejection in pipeline.rejections:
-        print(f"rejected {rejection.event_id}: {rejection.field}: {rejection.reason}", file=sys.stderr)
+        print(
+            f"rejected {rejection.event_id}: {rejection.field}: {rejection.reason}", file=sys.stderr
+        )
     final = pipeline.final_credits()
     write_credits_csv(final, out)
     orders = len({row.order_id for row in final})
@@ -139,7 +159,7 @@ def _catalog_load(settings: Settings, directory: Path) -> int:
     except CatalogError as error:
         print(f"catalog not loaded: {error}", file=sys.stderr)
         return 1
-    version = publish_catalog(settings.redis_url, files)
+    version = publish_catalog(settings.redis_url, settings.topic_prefix, files)
     print(
         f"catalog version {version}: {len(files.influencers)} influencers, "
         f"{len(files.campaigns)} campaigns, {len(files.codes)} codes, {len(files.links)} links, "

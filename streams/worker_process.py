@@ -1,0 +1,99 @@
+"""Run a worker as a child process: used by the demo, the integration tests and benchmarks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import IO
+
+from streams.cli import query_worker
+from streams.settings import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class WorkerProcess:
+    """`attribution worker` with the given settings, its log in `log_path`."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def start(self, ready_timeout: float = 90.0) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("ab")
+        env = {**os.environ, **self.settings.as_env()}
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker"],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + ready_timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"worker exited early; see {self.log_path}")
+            if b"Worker]: Ready" in self.log_path.read_bytes():
+                try:
+                    query_worker(self.settings, "SELECT 1", timeout=5)
+                    return
+                except (urllib.error.URLError, ConnectionError, TimeoutError):
+                    pass
+            time.sleep(0.2)
+        raise TimeoutError(f"worker not ready in {ready_timeout} s; see {self.log_path}")
+
+    def sql(self, statement: str) -> list[list[object]]:
+        result = query_worker(self.settings, statement, timeout=30)
+        if "error" in result:
+            raise RuntimeError(str(result["error"]))
+        return list(result["rows"])  # type: ignore[call-overload]
+
+    def wait_for_catalog(self, version: int, timeout: float = 30.0) -> None:
+        """Block until the worker has loaded catalog `version` (it polls Redis)."""
+        url = f"http://{self.settings.web_host}:{self.settings.web_port}/health"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if json.loads(response.read()).get("catalog_version", -1) >= version:
+                    return
+            time.sleep(0.1)
+        raise TimeoutError(f"worker did not load catalog version {version}")
+
+    def stop(self, timeout: float = 60.0) -> int:
+        """SIGTERM, then wait; SIGKILL only if it does not exit in time."""
+        if self._process is None:
+            return 0
+        if self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+            try:
+                self._process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        if self._log is not None:
+            self._log.close()
+        code = self._process.returncode
+        self._process = None
+        return code
+
+    def kill(self) -> None:
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            self._process = None
+        if self._log is not None:
+            self._log.close()

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from streams.settings import Settings
+from streams.worker_process import WorkerProcess, free_port
+
+KAFKA = ("127.0.0.1", 19092)
+REDIS = ("127.0.0.1", 16379)
+
+
+def _reachable(address: tuple[str, int]) -> bool:
+    try:
+        with socket.create_connection(address, timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def services() -> None:
+    """Kafka and Redis from `devstack/stack start`; missing services fail the test, never skip."""
+    missing = [
+        name for name, address in (("kafka", KAFKA), ("redis", REDIS)) if not _reachable(address)
+    ]
+    if missing:
+        pytest.fail(
+            f"{', '.join(missing)} not reachable: run `devstack/stack start` (or `make test`)"
+        )
+
+
+@pytest.fixture
+def isolated_settings(tmp_path: Path, services: None) -> Settings:
+    """Settings with a unique topic prefix, app id, ClickHouse dir and web port for one test."""
+    unique = f"t{uuid.uuid4().hex[:10]}"
+    return Settings(
+        data_dir=tmp_path / "data",
+        topic_prefix=unique,
+        app_id=unique,
+        web_port=free_port(),
+        partitions=4,
+        log_level="info",
+        sink_batch_seconds=0.3,
+    )
+
+
+@pytest.fixture
+def worker(isolated_settings: Settings, tmp_path: Path) -> Iterator[WorkerProcess]:
+    process = WorkerProcess(isolated_settings, tmp_path / "worker.log")
+    process.start()
+    yield process
+    process.stop()
+
+
+def run(coroutine):  # type: ignore[no-untyped-def]
+    return asyncio.run(coroutine)
