@@ -1,0 +1,47 @@
+# The map of developer tasks. Every target installs what it needs first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test unit lint typecheck services-start services-stop services-status replay-example clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed            ## Python env + Kafka jars + redis-server
+	devstack/stack install
+
+demo: setup                          ## services, worker, storefront for ~60 s, report from ClickHouse
+	$(BIN)/attribution demo --seconds 60
+
+test: setup                          ## lint, types, unit + integration tests on real services
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	devstack/with-services $(BIN)/python -m pytest
+
+unit: $(VENV)/.installed             ## the pure core only, no services
+	$(BIN)/python -m pytest tests/unit attribution schemas
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+typecheck: $(VENV)/.installed
+	$(BIN)/mypy
+
+services-start: setup
+	devstack/stack start
+services-stop:
+	devstack/stack stop
+services-status:
+	devstack/stack status
+
+replay-example: $(VENV)/.installed   ## attribute examples/events.jsonl offline
+	$(BIN)/attribution replay examples/events.jsonl --catalog examples/catalog --out credits.csv
+
+clean:
+	devstack/stack stop
+	rm -rf .data

@@ -1,0 +1,149 @@
+"""`attribution demo`: services, a worker and a synthetic storefront, then a report from ClickHouse."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from schemas.catalog import read_catalog_dir
+from simulation.storefront import Storefront
+from sinks.catalog_store import publish_catalog
+from streams.producer import produce_events
+from streams.settings import Settings
+from streams.worker_process import WorkerProcess, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+STACK = ROOT / "devstack" / "stack"
+SHOPPERS_PER_SECOND = 40
+
+REPORT_SQL = """
+SELECT
+    i.influencer_id AS influencer,
+    any(i.tier) AS tier,
+    any(i.platform) AS platform,
+    (SELECT count() FROM clicks FINAL WHERE influencer_id = i.influencer_id) AS clicks,
+    sumIf(c.credit, c.model = 'last_click') AS orders_last_click,
+    sumIf(c.revenue_credit, c.model = 'last_click') AS revenue_last_click,
+    sumIf(c.revenue_credit, c.model = 'linear') AS revenue_linear,
+    sumIf(c.revenue_credit, c.model = 'time_decay') AS revenue_time_decay
+FROM credits AS c FINAL
+INNER JOIN (SELECT DISTINCT influencer_id, tier, platform FROM clicks FINAL
+            WHERE influencer_id != '') AS i ON i.influencer_id = c.influencer_id
+GROUP BY i.influencer_id
+ORDER BY revenue_last_click DESC
+"""
+
+
+def _services_running() -> bool:
+    status = subprocess.run([str(STACK), "status"], capture_output=True, text=True, check=True)
+    return "kafka: running" in status.stdout and "redis: running" in status.stdout
+
+
+def _print_table(columns: list[str], rows: list[list[object]]) -> None:
+    cells = [columns] + [[str(value) for value in row] for row in rows]
+    widths = [max(len(row[index]) for row in cells) for index in range(len(columns))]
+    for number, row in enumerate(cells):
+        print("  ".join(value.rjust(width) for value, width in zip(row, widths, strict=True)))
+        if number == 0:
+            print("  ".join("-" * width for width in widths))
+
+
+def run_demo(base: Settings, seconds: float) -> int:
+    started_services = not _services_running()
+    subprocess.run([str(STACK), "start"], check=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    settings = base.model_copy(
+        update={
+            "topic_prefix": f"demo{stamp}",
+            "app_id": f"demo{stamp}",
+            "data_dir": base.data_dir / f"demo-{stamp}",
+            "web_port": free_port(),
+        }
+    )
+    worker = WorkerProcess(settings, settings.data_dir / "worker.log")
+    try:
+        storefront = Storefront(datetime.now(UTC) - timedelta(days=2), seed=int(stamp[-6:]))
+        catalog = read_catalog_dir(storefront.write_catalog(settings.data_dir / "catalog"))
+        version = publish_catalog(settings.redis_url, settings.topic_prefix, catalog)
+        print(
+            f"catalog: {len(catalog.influencers)} influencers, {len(catalog.campaigns)} campaigns"
+        )
+        worker.start()
+        worker.wait_for_catalog(version)
+        base_url = f"http://{settings.web_host}:{settings.web_port}"
+        print(f"worker ready: health {base_url}/health, SQL {base_url}/sql, log {worker.log_path}")
+        orders = _run_storefront(settings, storefront, seconds)
+        _wait_for_orders(worker, orders)
+        print("\nCredited revenue per influencer, read back from ClickHouse (credits FINAL):\n")
+        columns = [
+            "influencer",
+            "tier",
+            "platform",
+            "clicks",
+            "orders_last_click",
+            "revenue_last_click",
+            "revenue_linear",
+            "revenue_time_decay",
+        ]
+        rows = [
+            [
+                row[0],
+                row[1],
+                row[2],
+                row[3],
+                f"{float(str(row[4])):.2f}",
+                *(str(value) for value in row[5:]),
+            ]
+            for row in worker.sql(REPORT_SQL)
+        ]
+        _print_table(columns, rows)
+        totals = worker.sql("SELECT count(), sum(net_revenue) FROM orders FINAL")[0]
+        print(
+            f"\n{totals[0]} orders, net revenue {totals[1]} USD; "
+            f'try: attribution sql "SELECT model, sum(revenue_credit) FROM credits FINAL GROUP BY model"'
+        )
+    finally:
+        worker.stop()
+        if started_services:
+            subprocess.run([str(STACK), "stop"], check=True)
+    return 0
+
+
+def _run_storefront(settings: Settings, storefront: Storefront, seconds: float) -> int:
+    """Emit shoppers' events at a steady pace for `seconds`; return how many orders were sent."""
+    order_ids: set[str] = set()
+    sent = 0
+    began = time.monotonic()
+    tick = 0
+    while time.monotonic() - began < seconds:
+        batch = []
+        for shopper in range(tick * SHOPPERS_PER_SECOND, (tick + 1) * SHOPPERS_PER_SECOND):
+            moment = storefront.start + timedelta(minutes=shopper)
+            batch.extend(storefront.shopper_events(shopper, moment))
+        if tick % 10 == 0:
+            batch.extend(storefront.metrics_snapshots(storefront.start + timedelta(minutes=tick)))
+        order_ids.update(event["order_id"] for event in batch if event["type"] == "order")
+        sent += asyncio.run(
+            produce_events(settings.bootstrap_servers, settings.topic("events"), batch)
+        )
+        tick += 1
+        if tick % 10 == 0:
+            print(
+                f"storefront: {sent} events sent, {len(order_ids)} orders, "
+                f"{time.monotonic() - began:.0f} s"
+            )
+        time.sleep(max(0.0, began + tick - time.monotonic()))
+    return len(order_ids)
+
+
+def _wait_for_orders(worker: WorkerProcess, orders: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stored = int(str(worker.sql("SELECT count() FROM orders FINAL")[0][0]))
+        if stored >= orders:
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"ClickHouse did not receive all {orders} orders in {timeout} s")
