@@ -1,4 +1,4 @@
-"""`attribution demo`: services, a worker and a synthetic storefront, then a report from ClickHouse."""
+"""`attribution demo`: services, a worker and a synthetic storefront, then a ClickHouse report."""
 
 from __future__ import annotations
 
@@ -103,7 +103,8 @@ def run_demo(base: Settings, seconds: float) -> int:
         totals = worker.sql("SELECT count(), sum(net_revenue) FROM orders FINAL")[0]
         print(
             f"\n{totals[0]} orders, net revenue {totals[1]} USD; "
-            f'try: attribution sql "SELECT model, sum(revenue_credit) FROM credits FINAL GROUP BY model"'
+            'try: attribution sql "SELECT model, sum(revenue_credit) FROM credits FINAL '
+            'GROUP BY model"'
         )
     finally:
         worker.stop()

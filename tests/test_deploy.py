@@ -16,7 +16,9 @@ def test_docker_compose_file_is_valid() -> None:
         pytest.fail("docker-compose is not installed (apt-get install docker-compose)")
     result = subprocess.run(
         ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
 
@@ -25,5 +27,5 @@ def test_the_worker_reaches_a_clickhouse_server_through_an_http_dsn() -> None:
     from clickhouse_connect.driver import create_client
 
     # No server runs here: a client that cannot connect must fail loudly, naming the host.
-    with pytest.raises(Exception, match="127.0.0.1"):
+    with pytest.raises(Exception, match=r"127\.0\.0\.1"):
         create_client(dsn="http://attribution:secret@127.0.0.1:1/attribution", connect_timeout=1)
