@@ -71,6 +71,7 @@ def apply_to_visitor(
     """Fold a click or a link into a visitor; return the state and the journey commands.
 
     >>> from datetime import UTC
+    >>> from attribution.messages import VisitorClick
     >>> at = datetime(2026, 1, 1, tzinfo=UTC)
     >>> tp = Touchpoint("k1", at, "anna", "spring", "tiktok", "micro", visitor_id="v1")
     >>> visitor, out = apply_to_visitor(None, VisitorClick("v1", tp), Rules())
