@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test unit lint typecheck services-start services-stop services-status replay-example clean
+.PHONY: bench setup demo test unit lint typecheck services-start services-stop services-status replay-example clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -45,3 +45,6 @@ replay-example: $(VENV)/.installed   ## attribute examples/events.jsonl offline
 clean:
 	devstack/stack stop
 	rm -rf .data
+
+bench: $(VENV)/.installed            ## replay throughput and memory per touchpoint (figures, not tests)
+	$(BIN)/python -m bench.replay_bench --events 1000000

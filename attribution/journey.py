@@ -9,7 +9,7 @@ order in which those facts arrived (SPEC 5, "late events").
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 
@@ -176,9 +176,8 @@ def _order_row(order: OrderRecord, touchpoints: int) -> OrderRow:
     )
 
 
-def _state_rows(journey: Journey, order: OrderRecord, rules: Rules) -> list[EmittedRow]:
+def _with_retractions(order: OrderRecord, current: list[CreditRow]) -> list[EmittedRow]:
     """The order's rows at its current version, retracting keys it credited before."""
-    current = credit_rows(journey, order, rules, order.version)
     live_keys = {(row.model, row.touchpoint_event_id) for row in current}
     retracted = [
         CreditRow(
@@ -213,16 +212,16 @@ def restate(journey: Journey, order: OrderRecord, rules: Rules, *, force: bool) 
     With `force`, an unchanged order is emitted again at its current version: that is
     how a redelivered command repairs output lost in a crash, without double counting.
     """
-    rows = credit_rows(journey, order, rules, order.version)
-    fingerprint = _fingerprint(rows) + str(order.refunded)
+    candidate = credit_rows(journey, order, rules, order.version + 1)
+    fingerprint = _fingerprint(candidate) + str(order.refunded)
     if fingerprint == order.fingerprint:
-        return _state_rows(journey, order, rules) if force else []
+        if not force:
+            return []
+        return _with_retractions(order, [replace(row, version=order.version) for row in candidate])
     order.version += 1
     order.fingerprint = fingerprint
-    emitted = _state_rows(journey, order, rules)
-    order.emitted_keys |= {
-        (row.model, row.touchpoint_event_id) for row in emitted if isinstance(row, CreditRow)
-    }
+    emitted = _with_retractions(order, candidate)
+    order.emitted_keys |= {(row.model, row.touchpoint_event_id) for row in candidate}
     return emitted
 
 

@@ -1,0 +1,99 @@
+"""Replay throughput (events/s) and memory per stored touchpoint. Prints figures, asserts nothing.
+
+python -m bench.replay_bench --events 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import platform
+import sys
+import tempfile
+import time
+import tracemalloc
+from datetime import UTC, datetime
+from pathlib import Path
+
+from attribution.replay import LocalPipeline
+from attribution.rules import Rules
+from schemas.catalog import read_catalog_dir
+from schemas.events import decode_event
+from simulation.storefront import Storefront
+from sinks.catalog_store import to_static_catalog
+
+EVENTS_PER_SHOPPER = 2.9
+
+
+def _events(target: int) -> tuple[list[bytes], Storefront]:
+    storefront = Storefront(datetime(2026, 6, 1, tzinfo=UTC), seed=3, influencers_count=60)
+    shoppers = int(target / EVENTS_PER_SHOPPER)
+    lines = [json.dumps(event).encode() for event in storefront.events(shoppers)]
+    return lines, storefront
+
+
+def _catalog(storefront: Storefront):  # type: ignore[no-untyped-def]
+    with tempfile.TemporaryDirectory() as directory:
+        return to_static_catalog(read_catalog_dir(storefront.write_catalog(Path(directory))))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--out", type=Path, default=Path("bench/results/replay.json"))
+    args = parser.parse_args()
+
+    began = time.perf_counter()
+    lines, storefront = _events(args.events)
+    generated = time.perf_counter() - began
+    catalog = _catalog(storefront)
+
+    began = time.perf_counter()
+    parsed = [decode_event(line) for line in lines]
+    decode_seconds = time.perf_counter() - began
+
+    pipeline = LocalPipeline(catalog, Rules())
+    began = time.perf_counter()
+    pipeline.feed_all(parsed)
+    attribute_seconds = time.perf_counter() - began
+    credit_rows = len(pipeline.final_credits())
+
+    # Memory per stored touchpoint: the journeys and visitors alone, measured by tracemalloc.
+    del parsed
+    gc.collect()
+    tracemalloc.start()
+    sample = LocalPipeline(catalog, Rules())
+    sample.feed_all(decode_event(line) for line in lines[: min(len(lines), 200_000)])
+    sample.ledgers.clear()
+    sample.credits.clear()
+    gc.collect()
+    state_bytes, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    stored = sum(len(j.clicks) for j in sample.journeys.values()) + sum(
+        len(v.waiting) for v in sample.visitors.values()
+    )
+
+    figures = {
+        "machine": {
+            "python": sys.version.split()[0],
+            "cpus": __import__("os").cpu_count(),
+            "platform": platform.platform(),
+        },
+        "events": len(lines),
+        "generate_seconds": round(generated, 2),
+        "decode_events_per_second": round(len(lines) / decode_seconds),
+        "attribute_events_per_second": round(len(lines) / attribute_seconds),
+        "replay_events_per_second": round(len(lines) / (decode_seconds + attribute_seconds)),
+        "credit_rows": credit_rows,
+        "stored_touchpoints_sampled": stored,
+        "state_bytes_per_touchpoint": round(state_bytes / max(stored, 1)),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(figures, indent=2))
+    for name, value in figures.items():
+        print(f"{name:32} {value}")
+
+
+if __name__ == "__main__":
+    main()
