@@ -84,6 +84,39 @@ def eligible_touchpoints(journey: Journey, order: OrderRecord, rules: Rules) -> 
     return journey_touchpoints[-rules.max_touchpoints :]
 
 
+def _bare_row(
+    facts: OrderFacts,
+    model: str,
+    touchpoint_event_id: str,
+    credit: Decimal,
+    revenue: Decimal,
+    version: int,
+    *,
+    deleted: bool,
+) -> CreditRow:
+    """A credit row without touchpoint details: an unattributed order, or a retraction."""
+    return CreditRow(
+        facts.order_id,
+        model,
+        touchpoint_event_id,
+        "",
+        None,
+        0,
+        0,
+        "",
+        "",
+        "",
+        "",
+        credit,
+        revenue,
+        facts.currency,
+        facts.occurred_at,
+        facts.customer_id,
+        version,
+        deleted,
+    )
+
+
 def credit_rows(
     journey: Journey, order: OrderRecord, rules: Rules, version: int
 ) -> list[CreditRow]:
@@ -95,26 +128,7 @@ def credit_rows(
     for model in ALL_MODELS:
         if not touchpoints:
             rows.append(
-                CreditRow(
-                    facts.order_id,
-                    model.value,
-                    "",
-                    "",
-                    None,
-                    0,
-                    0,
-                    "",
-                    "",
-                    "",
-                    "",
-                    FULL_CREDIT,
-                    net_revenue,
-                    facts.currency,
-                    facts.occurred_at,
-                    facts.customer_id,
-                    version,
-                    False,
-                )
+                _bare_row(facts, model.value, "", FULL_CREDIT, net_revenue, version, deleted=False)
             )
             continue
         times = [min(tp.occurred_at, facts.occurred_at) for tp in touchpoints]
@@ -180,25 +194,14 @@ def _with_retractions(order: OrderRecord, current: list[CreditRow]) -> list[Emit
     """The order's rows at its current version, retracting keys it credited before."""
     live_keys = {(row.model, row.touchpoint_event_id) for row in current}
     retracted = [
-        CreditRow(
-            order.facts.order_id,
+        _bare_row(
+            order.facts,
             model,
             touchpoint_event_id,
-            "",
-            None,
-            0,
-            0,
-            "",
-            "",
-            "",
-            "",
             NO_CREDIT,
             Decimal(0),
-            order.facts.currency,
-            order.facts.occurred_at,
-            order.facts.customer_id,
             order.version,
-            True,
+            deleted=True,
         )
         for model, touchpoint_event_id in sorted(order.emitted_keys - live_keys)
     ]
