@@ -50,10 +50,8 @@ class LocalPipeline:
     ledgers: dict[str, Ledger] = field(default_factory=dict)
     journeys: dict[str, Journey] = field(default_factory=dict)
     credits: dict[CreditKey, CreditRow] = field(default_factory=dict)
-    rows: list[Row] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
     identity_conflicts: int = 0
-    keep_rows: bool = False
 
     def feed(self, event: Event) -> None:
         routed = route_event(event, self.catalog)
@@ -94,14 +92,13 @@ class LocalPipeline:
             self.feed(event)
 
     def _emit(self, rows: Iterable[Row]) -> None:
+        """Keep the newest version of each credit key; other rows only matter to ClickHouse."""
         for row in rows:
             if isinstance(row, CreditRow):
                 key = (row.order_id, row.model, row.touchpoint_event_id)
                 known = self.credits.get(key)
                 if known is None or row.version >= known.version:
                     self.credits[key] = row
-            elif self.keep_rows:
-                self.rows.append(row)
 
     def final_credits(self) -> list[CreditRow]:
         """Live credit rows, ordered by order, model and journey position."""

@@ -167,4 +167,3 @@ Row = (
     | IdentityRow
     | ContentMetricsRow
 )
-Notice = Rejection | IdentityConflict

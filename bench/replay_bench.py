@@ -10,7 +10,6 @@ import gc
 import json
 import platform
 import sys
-import tempfile
 import time
 import tracemalloc
 from datetime import UTC, datetime
@@ -18,10 +17,8 @@ from pathlib import Path
 
 from attribution.replay import LocalPipeline
 from attribution.rules import Rules
-from schemas.catalog import read_catalog_dir
 from schemas.events import decode_event
 from simulation.storefront import Storefront
-from sinks.catalog_store import to_static_catalog
 
 EVENTS_PER_SHOPPER = 2.9
 
@@ -33,11 +30,6 @@ def _events(target: int) -> tuple[list[bytes], Storefront]:
     return lines, storefront
 
 
-def _catalog(storefront: Storefront):  # type: ignore[no-untyped-def]
-    with tempfile.TemporaryDirectory() as directory:
-        return to_static_catalog(read_catalog_dir(storefront.write_catalog(Path(directory))))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -47,7 +39,7 @@ def main() -> None:
     began = time.perf_counter()
     lines, storefront = _events(args.events)
     generated = time.perf_counter() - began
-    catalog = _catalog(storefront)
+    catalog = storefront.static_catalog()
 
     began = time.perf_counter()
     parsed = [decode_event(line) for line in lines]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
@@ -120,7 +119,3 @@ def read_catalog_dir(directory: Path) -> CatalogFiles:
         if path.exists():
             parsed[file_name.removesuffix(".csv")] = _parse_file(path, row_type)
     return CatalogFiles.model_validate(parsed)
-
-
-def campaign_is_live(campaign: CampaignRow, moment: datetime) -> bool:
-    return campaign.starts_at <= moment <= campaign.ends_at

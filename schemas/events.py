@@ -176,7 +176,6 @@ Event = Annotated[
     Click | CodeRedemption | Order | Refund | Identify | ContentMetrics,
     Field(discriminator="type"),
 ]
-EVENT_TYPES = ("click", "code_redemption", "order", "refund", "identify", "content_metrics")
 EVENT_MODELS: dict[str, type[_Event]] = {
     "click": Click,
     "code_redemption": CodeRedemption,

@@ -12,11 +12,16 @@ from __future__ import annotations
 
 import csv
 import random
+import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+from attribution.catalog import StaticCatalog
+from schemas.catalog import read_catalog_dir
+from sinks.catalog_store import to_static_catalog
 
 CATEGORY_BENCHMARKS: dict[str, tuple[float, float, int, int]] = {
     # category: (conversion rate low, high, AOV low, high in USD)
@@ -143,6 +148,11 @@ class Storefront:
                     ]
                 )
         return directory
+
+    def static_catalog(self) -> StaticCatalog:
+        """The generated catalog as the core sees it, through the same CSV path users take."""
+        with tempfile.TemporaryDirectory() as directory:
+            return to_static_catalog(read_catalog_dir(self.write_catalog(Path(directory))))
 
     def _pick_influencer(self) -> Influencer:
         # Zipf-like popularity: the first creators get most of the traffic.

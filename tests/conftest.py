@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import asyncio
 import socket
 import uuid
 from collections.abc import Iterator
@@ -56,7 +55,3 @@ def worker(isolated_settings: Settings, tmp_path: Path) -> Iterator[WorkerProces
     process.start()
     yield process
     process.stop()
-
-
-def run(coroutine):  # type: ignore[no-untyped-def]
-    return asyncio.run(coroutine)

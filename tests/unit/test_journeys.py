@@ -14,7 +14,6 @@ from attribution.replay import LocalPipeline
 from attribution.rules import Rules
 from schemas.events import Event, validate_event
 from simulation.storefront import Storefront
-from sinks.catalog_store import to_static_catalog
 from tests.unit.helpers import CATALOG, at, click, event, order
 
 
@@ -147,18 +146,7 @@ def _scenario(seed: int) -> tuple[LocalPipeline, list[Event]]:
         validate_event(json.loads(json.dumps(raw), parse_float=Decimal))
         for raw in storefront.events(60)
     ]
-    files_dir_catalog = _catalog_for(storefront)
-    return LocalPipeline(files_dir_catalog, Rules()), parsed
-
-
-def _catalog_for(storefront: Storefront):  # type: ignore[no-untyped-def]
-    import tempfile
-    from pathlib import Path
-
-    from schemas.catalog import read_catalog_dir
-
-    with tempfile.TemporaryDirectory() as directory:
-        return to_static_catalog(read_catalog_dir(storefront.write_catalog(Path(directory))))
+    return LocalPipeline(storefront.static_catalog(), Rules()), parsed
 
 
 def _final(pipeline: LocalPipeline) -> set[tuple[str, str, str, Decimal, Decimal]]:
