@@ -4,36 +4,47 @@ from __future__ import annotations
 
 from typing import Any
 
+from agents.batches import pending_events
 from agents.emit import send_dead_letter, send_order_command, send_rows, send_visitor_command
 from attribution.routing import route_event
 from schemas.events import InvalidEvent, decode_event
 from streams.app import Topology
 
 
+async def _nothing_to_save() -> bool:
+    return True
+
+
+async def _ingest_one(topology: Topology, raw: bytes) -> None:
+    try:
+        parsed = decode_event(raw)
+    except InvalidEvent as error:
+        await send_dead_letter(topology, payload=raw, field=error.field, reason=error.message)
+        return
+    topology.metrics.events_valid.labels(parsed.type).inc()
+    routed = route_event(parsed, topology.catalog.catalog)
+    for visitor_command in routed.to_visitors:
+        await send_visitor_command(topology, visitor_command)
+    for order_command in routed.to_orders:
+        await send_order_command(topology, order_command)
+    await send_rows(topology, routed.rows)
+
+
 def register(topology: Topology) -> None:
     settings = topology.settings
+    metrics = topology.metrics
 
     @topology.app.agent(topology.events, name="ingest")
     async def ingest(stream: Any) -> None:
         await topology.catalog.refresh()
-        async for events in stream.take_events(
-            settings.stage_batch_events, within=settings.stage_batch_seconds
-        ):
-            for event in events:
-                raw: bytes = event.value
-                try:
-                    parsed = decode_event(raw)
-                except InvalidEvent as error:
-                    await send_dead_letter(
-                        topology, payload=raw, field=error.field, reason=error.message
-                    )
-                    continue
-                routed = route_event(parsed, topology.catalog.catalog)
-                for visitor_command in routed.to_visitors:
-                    await send_visitor_command(topology, visitor_command)
-                for order_command in routed.to_orders:
-                    await send_order_command(topology, order_command)
-                await send_rows(topology, routed.rows)
+        source = stream.noack()
+        async with pending_events(
+            source, settings.stage_batch_events, settings.stage_batch_seconds, _nothing_to_save
+        ) as pending:
+            async for event in source.events():
+                metrics.events_consumed.inc()
+                await _ingest_one(topology, event.value)
+                await pending.done(event)
 
     @topology.app.task
     async def declare_dead_letters() -> None:

@@ -1,10 +1,12 @@
-"""sink: result rows -> ClickHouse in batches; a batch is acknowledged only once stored."""
+"""sink: result rows -> ClickHouse in batches; rows are acknowledged only once stored."""
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from typing import Any
 
+from agents.batches import pending_events
 from streams.app import Topology
 from streams.codecs import decode
 
@@ -13,16 +15,35 @@ log = logging.getLogger(__name__)
 
 def register(topology: Topology) -> None:
     settings = topology.settings
+    metrics = topology.metrics
 
     @topology.app.agent(topology.rows, name="clickhouse-sink")
     async def clickhouse_sink(stream: Any) -> None:
         writer = topology.clickhouse.writer()
-        async for events in stream.take_events(
-            settings.sink_batch_rows, within=settings.sink_batch_seconds
-        ):
-            rows = [decode(event.value) for event in events]
-            # take_events acknowledges the batch when this loop body ends, even on error,
-            # so the write retries here until it succeeds or the worker is stopping.
-            stored = await writer.write(rows, should_stop=lambda: stream.should_stop)
-            if not stored:
-                raise RuntimeError("worker stopping with an unwritten ClickHouse batch")
+        rows: list[dict[str, Any]] = []
+
+        async def save() -> bool:
+            """Insert the held rows; while ClickHouse refuses them, nothing is acknowledged
+            and the agent stops reading once a batch is full, so Kafka lag grows instead."""
+            if not rows:
+                return True
+            try:
+                with metrics.sink_batch_seconds.time():
+                    writer.insert_now(rows)
+            except Exception:
+                metrics.sink_failures.inc()
+                log.exception("ClickHouse insert of %d rows failed; will retry", len(rows))
+                return False
+            metrics.sink_batch_rows.observe(len(rows))
+            for table, count in Counter(row["table"] for row in rows).items():
+                metrics.sink_rows.labels(table).inc(count)
+            rows.clear()
+            return True
+
+        source = stream.noack()
+        async with pending_events(
+            source, settings.sink_batch_rows, settings.sink_batch_seconds, save
+        ) as pending:
+            async for event in source.events():
+                rows.append(decode(event.value))
+                await pending.done(event)

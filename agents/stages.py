@@ -1,19 +1,48 @@
 """visitors, ledgers, journeys: the three keyed stages, each a core function over a table.
 
-Each batch loads a key's state once, folds its commands in, and writes the state
-back once, to the changelog partition of the command's partition.
+A key's state is decoded once and kept while its commands are folded in; it is
+written back (table and changelog) once per flush of the pending events.
+
+A timer sweeps each table: a key whose state the core declares expired at the
+stage's watermark (the newest event time it processed, never ahead of the wall
+clock) is deleted with a changelog tombstone, so memory stays bounded even for
+customers and visitors that never come back.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
+from aiokafka.partitioner import murmur2
+
+from agents.batches import pending_events
 from agents.emit import send_journey_command, send_rejection, send_rows
-from attribution.identity import Visitor, apply_to_visitor, visitor_from_wire, visitor_to_wire
-from attribution.journey import Journey, apply_to_journey, journey_from_wire, journey_to_wire
-from attribution.ledger import Ledger, apply_to_ledger, ledger_from_wire, ledger_to_wire
+from attribution.identity import (
+    Visitor,
+    apply_to_visitor,
+    visitor_expires_at,
+    visitor_from_wire,
+    visitor_to_wire,
+)
+from attribution.journey import (
+    Journey,
+    apply_to_journey,
+    journey_expires_at,
+    journey_from_wire,
+    journey_to_wire,
+)
+from attribution.ledger import (
+    Ledger,
+    apply_to_ledger,
+    ledger_expires_at,
+    ledger_from_wire,
+    ledger_newest_event_at,
+    ledger_to_wire,
+)
 from attribution.messages import OrderUpdated, TouchpointsArrived, Wire, command_from_wire
 from attribution.rows import IdentityConflict, Rejection
 from attribution.rules import Rules
@@ -25,24 +54,17 @@ log = logging.getLogger(__name__)
 State = TypeVar("State")
 
 
+@dataclass(frozen=True)
 class Stage(Generic[State]):
-    """How one keyed stage reads, folds and writes its state."""
+    """How one keyed stage reads, folds, writes and expires its state."""
 
-    def __init__(
-        self,
-        name: str,
-        apply: Callable[[State | None, Any, Rules], tuple[State, list[Any]]],
-        to_wire: Callable[[State], Wire],
-        from_wire: Callable[[Wire], State],
-        emit: Callable[[Topology, list[Any]], Awaitable[None]],
-    ) -> None:
-        self.name, self.apply, self.to_wire, self.from_wire, self.emit = (
-            name,
-            apply,
-            to_wire,
-            from_wire,
-            emit,
-        )
+    name: str
+    apply: Callable[[State | None, Any, Rules], tuple[State, list[Any]]]
+    to_wire: Callable[[State], Wire]
+    from_wire: Callable[[Wire], State]
+    emit: Callable[[Topology, list[Any]], Awaitable[None]]
+    newest_event_at: Callable[[State], datetime | None]
+    expires_at: Callable[[State, Rules], datetime | None]
 
 
 async def _emit_visitor_outputs(topology: Topology, outputs: list[Any]) -> None:
@@ -50,6 +72,7 @@ async def _emit_visitor_outputs(topology: Topology, outputs: list[Any]) -> None:
         if isinstance(output, TouchpointsArrived):
             await send_journey_command(topology, output)
         elif isinstance(output, IdentityConflict):
+            topology.metrics.identity_conflicts.inc()
             log.info("identity conflict on visitor %s ignored", output.visitor_id)
 
 
@@ -68,50 +91,139 @@ async def _emit_rows(topology: Topology, outputs: list[Any]) -> None:
 
 
 VISITORS: Stage[Visitor] = Stage(
-    "visitors", apply_to_visitor, visitor_to_wire, visitor_from_wire, _emit_visitor_outputs
+    "visitors",
+    apply_to_visitor,
+    visitor_to_wire,
+    visitor_from_wire,
+    _emit_visitor_outputs,
+    lambda visitor: visitor.newest_event_at,
+    visitor_expires_at,
 )
 LEDGERS: Stage[Ledger] = Stage(
-    "ledgers", apply_to_ledger, ledger_to_wire, ledger_from_wire, _emit_ledger_outputs
+    "ledgers",
+    apply_to_ledger,
+    ledger_to_wire,
+    ledger_from_wire,
+    _emit_ledger_outputs,
+    ledger_newest_event_at,
+    ledger_expires_at,
 )
 JOURNEYS: Stage[Journey] = Stage(
-    "journeys", apply_to_journey, journey_to_wire, journey_from_wire, _emit_rows
+    "journeys",
+    apply_to_journey,
+    journey_to_wire,
+    journey_from_wire,
+    _emit_rows,
+    lambda journey: journey.newest_event_at,
+    journey_expires_at,
 )
+
+
+class Expiry:
+    """When each key of a table expires, and the stage's watermark.
+
+    The watermark is the newest event time the stage processed, never ahead of the
+    wall clock: one event stamped in the future must not make every key look idle.
+    Keys restored from the changelog are indexed on the first sweep.
+    """
+
+    def __init__(self) -> None:
+        self.newest_event_at: datetime | None = None
+        self.by_key: dict[bytes, datetime | None] = {}
+
+    def record(self, key: bytes, newest: datetime | None, expires_at: datetime | None) -> None:
+        self.by_key[key] = expires_at
+        if newest is not None and (self.newest_event_at is None or newest > self.newest_event_at):
+            self.newest_event_at = newest
+
+    def watermark(self, now: datetime) -> datetime | None:
+        return None if self.newest_event_at is None else min(self.newest_event_at, now)
+
+
+def key_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives `key` (how commands were sent)."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def _register_stage(topology: Topology, stage: Stage[Any], source: Any, table: Any) -> None:
     settings = topology.settings
     rules = settings.rules
+    expiry = Expiry()
 
     async def run(stream: Any) -> None:
-        async for events in stream.take_events(
-            settings.stage_batch_events, within=settings.stage_batch_seconds
-        ):
-            states: dict[bytes, Any] = {}
-            partitions: dict[bytes, int] = {}
-            for event in events:
+        # State changed since the last flush, per key, with the partition of its changelog.
+        unsaved: dict[bytes, tuple[Any, int]] = {}
+
+        async def save() -> bool:
+            for key, (state, partition) in unsaved.items():
+                value = encode(stage.to_wire(state))
+                table.data[key] = value
+                table.send_changelog(partition, key, value)
+                expiry.record(key, stage.newest_event_at(state), stage.expires_at(state, rules))
+            unsaved.clear()
+            return True
+
+        commands = stream.noack()
+        async with pending_events(
+            commands, settings.stage_batch_events, settings.stage_batch_seconds, save
+        ) as pending:
+            async for event in commands.events():
                 key: bytes = event.key
-                if key not in states:
+                held = unsaved.get(key)
+                if held is not None:
+                    state = held[0]
+                else:
                     stored = table.data.get(key)
-                    states[key] = None if stored is None else stage.from_wire(decode(stored))
-                partitions[key] = event.message.partition
+                    state = None if stored is None else stage.from_wire(decode(stored))
                 wire = decode(event.value)
                 try:
-                    states[key], outputs = stage.apply(states[key], command_from_wire(wire), rules)
+                    state, outputs = stage.apply(state, command_from_wire(wire), rules)
                 except Exception as error:  # a bug must not stop the pipeline: dead-letter it
                     log.exception("stage %s failed on key %r", stage.name, key)
                     await send_rejection(
                         topology, Rejection("", "", f"{stage.name} failed: {error!r}", wire)
                     )
-                    continue
-                await stage.emit(topology, outputs)
-            for key, state in states.items():
-                if state is None:
-                    continue
-                value = encode(stage.to_wire(state))
-                table.data[key] = value
-                table.send_changelog(partitions[key], key, value)
+                else:
+                    unsaved[key] = (state, event.message.partition)
+                    await stage.emit(topology, outputs)
+                await pending.done(event)
 
     topology.app.agent(source, name=stage.name)(run)
+
+    async def sweep() -> None:
+        topology.metrics.table_keys.labels(stage.name).set(len(table.data))
+        watermark = expiry.watermark(datetime.now(UTC))
+        if watermark is None:
+            return
+        # Only keys of partitions this worker owns: another owner may have updated the rest.
+        source_topic = source.get_topic_name()
+        owned = {
+            tp.partition
+            for tp in topology.app.assignor.assigned_actives()
+            if tp.topic == source_topic
+        }
+        for key in table.data.keys() - expiry.by_key.keys():
+            state = stage.from_wire(decode(table.data[key]))
+            expiry.record(key, stage.newest_event_at(state), stage.expires_at(state, rules))
+        expired = [
+            key
+            for key, expires_at in expiry.by_key.items()
+            if (expires_at is None or expires_at < watermark)
+            and key_partition(key, settings.partitions) in owned
+        ]
+        for key in expired:
+            del expiry.by_key[key]
+            if table.data.pop(key, None) is not None:
+                # A tombstone must bypass the table's codec, as Faust's own deletes do.
+                table.send_changelog(
+                    key_partition(key, settings.partitions), key, None, value_serializer="raw"
+                )
+        topology.metrics.swept_keys.labels(stage.name).inc(len(expired))
+        topology.metrics.table_keys.labels(stage.name).set(len(table.data))
+        if expired:
+            log.info("%s: swept %d idle keys at watermark %s", stage.name, len(expired), watermark)
+
+    topology.app.timer(interval=settings.sweep_interval_seconds, name=f"sweep-{stage.name}")(sweep)
 
 
 def register(topology: Topology) -> None:

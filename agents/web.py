@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from faust.web import Request, Response, View
+from prometheus_client import generate_latest
 
 from streams.app import Topology
 
@@ -32,6 +33,13 @@ def register(topology: Topology) -> None:
     class Health(View):
         async def get(self, request: Request) -> Response:
             return self.json({"status": "ok", "catalog_version": topology.catalog.version})
+
+    @app.page("/metrics")
+    class PrometheusMetrics(View):
+        async def get(self, request: Request) -> Response:
+            return self.bytes(
+                generate_latest(topology.metrics.registry), content_type="text/plain; version=0.0.4"
+            )
 
     @app.page("/sql")
     class ReadOnlySql(View):

@@ -18,7 +18,7 @@ from attribution.messages import (
     Wire,
 )
 from attribution.rows import IdentityConflict
-from attribution.rules import Rules
+from attribution.rules import Rules, same_day
 
 
 @dataclass(slots=True)
@@ -36,15 +36,26 @@ VisitorOutput = TouchpointsArrived | IdentityConflict
 
 
 def _expire(visitor: Visitor, moment: datetime, rules: Rules) -> None:
-    if visitor.newest_event_at is not None and moment <= visitor.newest_event_at:
+    previous = visitor.newest_event_at
+    if previous is not None and moment <= previous:
         return
     visitor.newest_event_at = moment
+    if not visitor.waiting or (previous is not None and same_day(previous, moment)):
+        return
     oldest = moment - rules.touchpoint_retention
     visitor.waiting = {
         event_id: touchpoint
         for event_id, touchpoint in visitor.waiting.items()
         if touchpoint.occurred_at >= oldest
     }
+
+
+def visitor_expires_at(visitor: Visitor, rules: Rules) -> datetime | None:
+    """When the visitor can be forgotten: an anonymous one once its clicks aged out, a
+    linked one once it has been idle for the identity retention (None: already)."""
+    newest = visitor.newest_event_at
+    retention = rules.identity_retention if visitor.customer_id else rules.touchpoint_retention
+    return None if newest is None else newest + retention
 
 
 def _link(visitor: Visitor, link: VisitorLink) -> list[VisitorOutput]:

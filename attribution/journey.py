@@ -23,10 +23,10 @@ from attribution.messages import (
     Wire,
     customer_key,
 )
-from attribution.models import ALL_MODELS, model_weights
-from attribution.money import CREDIT_QUANTUM, split_credit, split_revenue
+from attribution.models import ALL_MODELS, model_credits
+from attribution.money import CREDIT_QUANTUM, split_revenue
 from attribution.rows import CreditRow, OrderRow
-from attribution.rules import Rules
+from attribution.rules import Rules, same_day
 
 EmittedRow = CreditRow | OrderRow
 FULL_CREDIT = Decimal(1).quantize(CREDIT_QUANTUM)
@@ -124,6 +124,7 @@ def credit_rows(
     facts = order.facts
     net_revenue = facts.total - order.refunded
     touchpoints = eligible_touchpoints(journey, order, rules)
+    times = [min(tp.occurred_at, facts.occurred_at) for tp in touchpoints]
     rows: list[CreditRow] = []
     for model in ALL_MODELS:
         if not touchpoints:
@@ -131,8 +132,7 @@ def credit_rows(
                 _bare_row(facts, model.value, "", FULL_CREDIT, net_revenue, version, deleted=False)
             )
             continue
-        times = [min(tp.occurred_at, facts.occurred_at) for tp in touchpoints]
-        credits = split_credit(model_weights(model, times, facts.occurred_at, rules.half_life))
+        credits = model_credits(model, times, facts.occurred_at, rules.half_life)
         revenues = split_revenue(net_revenue, credits, facts.currency)
         for position, (touchpoint, credit, revenue) in enumerate(
             zip(touchpoints, credits, revenues, strict=True), start=1
@@ -229,9 +229,14 @@ def restate(journey: Journey, order: OrderRecord, rules: Rules, *, force: bool) 
 
 
 def _advance_clock(journey: Journey, moment: datetime, rules: Rules) -> None:
-    if journey.newest_event_at is not None and moment <= journey.newest_event_at:
+    previous = journey.newest_event_at
+    if previous is not None and moment <= previous:
         return
     journey.newest_event_at = moment
+    # Pruning rebuilds the dicts, so it runs once per day of event time; what it keeps
+    # longer is outside every window and cannot change a credit.
+    if previous is not None and same_day(previous, moment):
+        return
     oldest_click = moment - rules.touchpoint_retention
     oldest_order = moment - rules.refund_window
     journey.clicks = {
@@ -244,6 +249,12 @@ def _advance_clock(journey: Journey, moment: datetime, rules: Rules) -> None:
         for order_id, order in journey.orders.items()
         if order.facts.occurred_at >= oldest_order
     }
+
+
+def journey_expires_at(journey: Journey, rules: Rules) -> datetime | None:
+    """The event time after which nothing the journey holds can matter (None: already)."""
+    newest = journey.newest_event_at
+    return None if newest is None else newest + rules.journey_retention
 
 
 def _add_touchpoints(

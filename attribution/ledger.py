@@ -8,6 +8,7 @@ unknown, and passed on to the customer's journey as one `OrderUpdated` snapshot.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 
 from attribution.messages import (
@@ -121,6 +122,22 @@ def apply_to_ledger(
         )
         outputs.append(_snapshot(ledger, ledger.order))
     return ledger, outputs
+
+
+def ledger_newest_event_at(ledger: Ledger) -> datetime | None:
+    times = [
+        *([] if ledger.order is None else [ledger.order.occurred_at]),
+        *(refund.occurred_at for refund in ledger.refunds.values()),
+        *(refund.occurred_at for refund in ledger.held_refunds.values()),
+        *(code.occurred_at for code in ledger.codes.values()),
+    ]
+    return max(times, default=None)
+
+
+def ledger_expires_at(ledger: Ledger, rules: Rules) -> datetime | None:
+    """The event time after which no refund or code of the order can be accepted."""
+    newest = ledger_newest_event_at(ledger)
+    return None if newest is None else newest + rules.refund_window
 
 
 def ledger_to_wire(ledger: Ledger) -> Wire:

@@ -1,41 +1,70 @@
-"""Exact allocation of an amount over weighted parts (largest-remainder rounding)."""
+"""Exact allocation of an amount over weighted parts (largest-remainder rounding).
+
+Amounts are turned into whole quanta (cents, yen, 1e-18 of a credit) and weights into
+integers, so the division and the remainders are exact integer arithmetic: no
+rounding context can change a result.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from decimal import ROUND_FLOOR, Decimal, localcontext
+from decimal import Context, Decimal
 
 from schemas.currencies import minor_unit_digits
 
 CREDIT_DIGITS = 18
 CREDIT_QUANTUM = Decimal(1).scaleb(-CREDIT_DIGITS)
-_WORKING_PRECISION = 60
+_CREDIT_UNITS = 10**CREDIT_DIGITS
+# Wide enough that scaling any weight or amount we accept to an integer never rounds.
+_EXACT = Context(prec=200)
+
+
+def allocate_units(total_units: int, weights: Sequence[int]) -> list[int]:
+    """Split `total_units` whole quanta in proportion to integer `weights`.
+
+    Every part is rounded down, then the leftover quanta go one each to the parts
+    with the largest remainders (ties: earlier part first).
+
+    >>> allocate_units(1000, [1, 1, 1])
+    [334, 333, 333]
+    """
+    total_weight = sum(weights)
+    if total_weight <= 0 or any(weight < 0 for weight in weights):
+        raise ValueError("weights must be non-negative and sum to a positive number")
+    quotients_and_remainders = [divmod(total_units * weight, total_weight) for weight in weights]
+    parts = [quotient for quotient, _ in quotients_and_remainders]
+    leftover = total_units - sum(parts)
+    if leftover:
+        by_remainder = sorted(
+            range(len(parts)), key=lambda index: (-quotients_and_remainders[index][1], index)
+        )
+        for index in by_remainder[:leftover]:
+            parts[index] += 1
+    return parts
+
+
+def integer_weights(weights: Sequence[Decimal]) -> list[int]:
+    """Decimal weights as integers in the same exact proportions (a common power of ten)."""
+    exponent = min(int(weight.as_tuple().exponent) for weight in weights)
+    return [int(weight.scaleb(-exponent, _EXACT)) for weight in weights]
 
 
 def allocate(amount: Decimal, weights: Sequence[Decimal], quantum: Decimal) -> list[Decimal]:
     """Split `amount` in proportion to `weights`, each part a multiple of `quantum`.
 
-    Every part is rounded down, then the leftover quanta go one each to the parts
-    with the largest remainders (ties: earlier part first), so the parts sum
-    exactly to `amount`.
-
     >>> allocate(Decimal("10.00"), [Decimal(1)] * 3, Decimal("0.01"))
     [Decimal('3.34'), Decimal('3.33'), Decimal('3.33')]
     """
-    total_weight = sum(weights, Decimal(0))
-    if total_weight <= 0:
-        raise ValueError("weights must sum to a positive number")
-    with localcontext() as context:
-        context.prec = _WORKING_PRECISION
-        exact = [amount * weight / total_weight for weight in weights]
-        floors = [(part / quantum).to_integral_value(ROUND_FLOOR) * quantum for part in exact]
-        leftover_quanta = int(((amount - sum(floors, Decimal(0))) / quantum).to_integral_value())
-        by_remainder = sorted(
-            range(len(exact)), key=lambda index: (-(exact[index] - floors[index]), index)
-        )
-        for index in by_remainder[:leftover_quanta]:
-            floors[index] += quantum
-    return [part.quantize(quantum) for part in floors]
+    digits = -int(quantum.as_tuple().exponent)
+    units = allocate_units(_to_units(amount, digits), integer_weights(weights))
+    return [Decimal(part).scaleb(-digits) for part in units]
+
+
+def _to_units(amount: Decimal, digits: int) -> int:
+    scaled = amount.scaleb(digits, _EXACT)
+    if scaled != scaled.to_integral_value():
+        raise ValueError(f"{amount} is not a whole number of 10^-{digits}")
+    return int(scaled)
 
 
 def currency_quantum(currency: str) -> Decimal:
@@ -45,9 +74,22 @@ def currency_quantum(currency: str) -> Decimal:
 
 def split_credit(weights: Sequence[Decimal]) -> list[Decimal]:
     """Normalise weights to credits that sum exactly to 1 at 18 decimal places."""
-    return allocate(Decimal(1), weights, CREDIT_QUANTUM)
+    return split_credit_units(integer_weights(weights))
+
+
+def split_credit_units(weights: Sequence[int]) -> list[Decimal]:
+    """`split_credit` for weights that are already integers."""
+    return [Decimal(part).scaleb(-CREDIT_DIGITS) for part in allocate_units(_CREDIT_UNITS, weights)]
 
 
 def split_revenue(net_revenue: Decimal, credits: Sequence[Decimal], currency: str) -> list[Decimal]:
-    """Revenue credit per touchpoint, in the currency's minor unit, summing to `net_revenue`."""
-    return allocate(net_revenue, credits, currency_quantum(currency))
+    """Revenue credit per touchpoint, in the currency's minor unit, summing to `net_revenue`.
+
+    >>> split_revenue(Decimal("1000"), [Decimal("0.5"), Decimal("0.5")], "JPY")
+    [Decimal('500'), Decimal('500')]
+    """
+    digits = minor_unit_digits(currency)
+    if len(credits) == 1:
+        return [Decimal(_to_units(net_revenue, digits)).scaleb(-digits)]
+    units = allocate_units(_to_units(net_revenue, digits), integer_weights(credits))
+    return [Decimal(part).scaleb(-digits) for part in units]

@@ -8,13 +8,15 @@ streaming pipeline is tested against.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TypeVar
 
 from attribution.catalog import Catalog
-from attribution.identity import Visitor, apply_to_visitor
-from attribution.journey import Journey, apply_to_journey
-from attribution.ledger import Ledger, apply_to_ledger
+from attribution.identity import Visitor, apply_to_visitor, visitor_expires_at
+from attribution.journey import Journey, apply_to_journey, journey_expires_at
+from attribution.ledger import Ledger, apply_to_ledger, ledger_expires_at
 from attribution.messages import (
     JourneyCommand,
     OrderUpdated,
@@ -91,6 +93,15 @@ class LocalPipeline:
         for event in events:
             self.feed(event)
 
+    def sweep(self, watermark: datetime) -> int:
+        """Forget every key whose state can no longer matter at `watermark` (as the
+        streaming sweep does); returns how many keys were dropped."""
+        before = len(self.visitors) + len(self.ledgers) + len(self.journeys)
+        self.visitors = _unexpired(self.visitors, visitor_expires_at, watermark, self.rules)
+        self.ledgers = _unexpired(self.ledgers, ledger_expires_at, watermark, self.rules)
+        self.journeys = _unexpired(self.journeys, journey_expires_at, watermark, self.rules)
+        return before - len(self.visitors) - len(self.ledgers) - len(self.journeys)
+
     def _emit(self, rows: Iterable[Row]) -> None:
         """Keep the newest version of each credit key; other rows only matter to ClickHouse."""
         for row in rows:
@@ -104,3 +115,20 @@ class LocalPipeline:
         """Live credit rows, ordered by order, model and journey position."""
         live = (row for row in self.credits.values() if not row.is_deleted)
         return sorted(live, key=lambda row: (row.order_id, row.model, row.position))
+
+
+State = TypeVar("State")
+
+
+def _unexpired(
+    states: dict[str, State],
+    expires_at: Callable[[State, Rules], datetime | None],
+    watermark: datetime,
+    rules: Rules,
+) -> dict[str, State]:
+    kept = {}
+    for key, state in states.items():
+        expiry = expires_at(state, rules)
+        if expiry is not None and expiry >= watermark:
+            kept[key] = state
+    return kept

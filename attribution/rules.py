@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 
 @dataclass(frozen=True, slots=True)
@@ -13,8 +13,20 @@ class Rules:
     restatement_window: timedelta = timedelta(days=7)
     refund_window: timedelta = timedelta(days=180)
     max_touchpoints: int = 50
+    identity_retention: timedelta = timedelta(days=180)
+    """How long a visitor's link to a customer is remembered after the visitor's last event."""
 
     @property
     def touchpoint_retention(self) -> timedelta:
         """How far behind a customer's newest event a click may still matter."""
         return self.lookback + self.restatement_window
+
+    @property
+    def journey_retention(self) -> timedelta:
+        """How far behind the newest event a customer's journey may still change."""
+        return max(self.touchpoint_retention, self.refund_window)
+
+
+def same_day(earlier: datetime, later: datetime) -> bool:
+    """Whether two instants fall on the same UTC day (how often state is pruned)."""
+    return earlier.timestamp() // 86400 == later.timestamp() // 86400

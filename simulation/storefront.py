@@ -61,6 +61,8 @@ class Storefront:
     influencers_count: int = 12
     late_share: float = 0.03
     duplicate_share: float = 0.02
+    returning_share: float = 0.15
+    """Share of sessions by a shopper seen before (same customer and phone): repeat buyers."""
     influencers: list[Influencer] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -189,8 +191,10 @@ class Storefront:
         """One shopper's session: clicks, maybe a login on a second device, maybe an order."""
         rng = self._random
         prefix = f"s{self.seed}-{shopper}"
-        customer = f"cust-{prefix}"
-        phone, laptop = f"vis-{prefix}-a", f"vis-{prefix}-b"
+        returning = shopper > 0 and rng.random() < self.returning_share
+        person = f"s{self.seed}-{rng.randrange(shopper) if returning else shopper}"
+        customer = f"cust-{person}"
+        phone, laptop = f"vis-{person}-a", f"vis-{person}-b"
         inf = self._pick_influencer()
         conv_low, conv_high, aov_low, aov_high = CATEGORY_BENCHMARKS[inf.category]
         events: list[dict[str, Any]] = []
@@ -284,9 +288,14 @@ class Storefront:
             if rng.random() < self.late_share:
                 later = min(len(ordered) - 1, index + rng.randint(1, 200))
                 ordered[index], ordered[later] = ordered[later], ordered[index]
-        duplicates = [event for event in ordered if rng.random() < self.duplicate_share]
-        for duplicate in duplicates:
-            ordered.insert(rng.randrange(len(ordered) + 1), duplicate)
+        # A duplicate delivery arrives after its original, up to 200 events later.
+        redeliveries = [
+            (index + rng.randint(1, 200), event)
+            for index, event in enumerate(ordered)
+            if rng.random() < self.duplicate_share
+        ]
+        for position, duplicate in reversed(redeliveries):
+            ordered.insert(min(position, len(ordered)), duplicate)
         return [
             {key: value for key, value in event.items() if value is not None} for event in ordered
         ]

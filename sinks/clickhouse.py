@@ -8,8 +8,6 @@ the newest version of a credit wins: query with FINAL for exact sums.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
@@ -18,8 +16,6 @@ from typing import Any
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
-
-log = logging.getLogger(__name__)
 
 SCHEMA: tuple[str, ...] = (
     """
@@ -191,16 +187,10 @@ def to_columns(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[Any
 
 
 class ClickHouseWriter:
-    """Writes batches of wire rows, one insert per table; retries until ClickHouse takes them.
+    """Writes batches of wire rows, one column-oriented insert per table."""
 
-    Retrying inside (instead of raising) is what keeps a batch from being acknowledged
-    before it is stored: the caller only moves on once `write` returns.
-    """
-
-    def __init__(self, client: Client, *, max_backoff_seconds: float = 5.0) -> None:
+    def __init__(self, client: Client) -> None:
         self._client = client
-        self._max_backoff = max_backoff_seconds
-        self.failures = 0
 
     def insert_now(self, rows: Iterable[dict[str, Any]]) -> int:
         by_table: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -210,21 +200,6 @@ class ClickHouseWriter:
             names, data = to_columns(table_rows)
             self._client.insert(table, data, column_names=names)
         return sum(len(table_rows) for table_rows in by_table.values())
-
-    async def write(self, rows: Sequence[dict[str, Any]], should_stop: Callable[[], bool]) -> bool:
-        """Insert the rows, retrying with backoff; False only if asked to stop before success."""
-        backoff = 0.1
-        while True:
-            try:
-                self.insert_now(rows)
-                return True
-            except Exception:
-                self.failures += 1
-                log.exception("ClickHouse insert of %d rows failed; retrying", len(rows))
-                if should_stop():
-                    return False
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self._max_backoff)
 
     def query(self, sql: str, *, readonly: bool = True) -> tuple[list[str], list[list[Any]]]:
         settings = {"readonly": 1} if readonly else None

@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+from prometheus_client import CollectorRegistry
 
 from sinks.catalog_store import RedisCatalogCache
 from sinks.clickhouse import ClickHouseWriter, connect, ensure_schema
+from streams.metrics import Metrics
 from streams.settings import Settings
 
 
@@ -51,6 +53,7 @@ class Topology:
     journeys: Any
     catalog: RedisCatalogCache
     clickhouse: ClickHouseHandle
+    metrics: Metrics
 
 
 def create_topology(settings: Settings) -> Topology:
@@ -83,7 +86,11 @@ def create_topology(settings: Settings) -> Topology:
         return app.topic(settings.topic(name), partitions=settings.partitions, internal=True)
 
     def table(name: str) -> Any:
-        return app.Table(name, default=None, partitions=settings.partitions)
+        # bytes in and out: the stages encode state themselves, and the changelog must be
+        # read back with the same raw codec it was written with.
+        return app.Table(
+            name, default=None, partitions=settings.partitions, key_type=bytes, value_type=bytes
+        )
 
     return Topology(
         settings=settings,
@@ -99,4 +106,5 @@ def create_topology(settings: Settings) -> Topology:
         journeys=table("journeys"),
         catalog=RedisCatalogCache(settings.redis_url, settings.topic_prefix),
         clickhouse=ClickHouseHandle(settings.clickhouse),
+        metrics=Metrics(CollectorRegistry()),
     )

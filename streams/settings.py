@@ -42,6 +42,8 @@ class Settings(BaseModel):
     stage_batch_events: int = 1000
     stage_batch_seconds: float = 0.05
     catalog_refresh_seconds: float = 2.0
+    sweep_interval_seconds: float = 60.0
+    identity_retention_days: float = 180
     collector_secret: SecretStr = SecretStr("")
 
     @classmethod
@@ -67,6 +69,7 @@ class Settings(BaseModel):
             restatement_window=timedelta(days=self.restatement_window_days),
             refund_window=timedelta(days=self.refund_window_days),
             max_touchpoints=self.max_touchpoints,
+            identity_retention=timedelta(days=self.identity_retention_days),
         )
 
     def topic(self, name: str) -> str:

@@ -14,6 +14,8 @@ import urllib.request
 from pathlib import Path
 from typing import IO
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from streams.cli import query_worker
 from streams.settings import Settings
 
@@ -61,6 +63,21 @@ class WorkerProcess:
         if "error" in result:
             raise RuntimeError(str(result["error"]))
         return list(result["rows"])  # type: ignore[call-overload]
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """The worker's Prometheus samples: (name, sorted labels) -> value."""
+        url = f"http://{self.settings.web_host}:{self.settings.web_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample's value; 0 when the worker has not reported it yet."""
+        return self.metrics().get((name, tuple(sorted(labels.items()))), 0.0)
 
     def wait_for_catalog(self, version: int, timeout: float = 30.0) -> None:
         """Block until the worker has loaded catalog `version` (it polls Redis)."""

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from attribution.models import ALL_MODELS, Model, model_weights
-from attribution.money import allocate, split_credit, split_revenue
+from attribution.models import ALL_MODELS, Model, model_credits
+from attribution.money import allocate, split_revenue
 
 T = datetime(2026, 3, 15, tzinfo=UTC)
 WEEK = timedelta(days=7)
@@ -49,29 +49,39 @@ def test_yen_has_no_minor_unit_and_dinar_has_three_digits() -> None:
 
 def test_position_based_splits_forty_twenty_forty() -> None:
     # n=4: 0.4 first, 0.4 last, 0.2 / 2 = 0.1 for each middle touchpoint.
-    weights = model_weights(Model.POSITION_BASED, [T] * 4, T, WEEK)
-    assert split_credit(weights) == [
+    assert model_credits(Model.POSITION_BASED, [T] * 4, T, WEEK) == (
         Decimal("0.4"),
         Decimal("0.1"),
         Decimal("0.1"),
         Decimal("0.4"),
-    ]
-    assert split_credit(model_weights(Model.POSITION_BASED, [T] * 2, T, WEEK)) == [
-        Decimal("0.5"),
-        Decimal("0.5"),
+    )
+    assert model_credits(Model.POSITION_BASED, [T] * 2, T, WEEK) == (Decimal("0.5"), Decimal("0.5"))
+
+
+def test_position_based_middle_thirds_are_exact_to_the_last_digit() -> None:
+    # n=5: 0.2 / 3 = 0.0666.. for each of three middles; at 18 decimals the floors are
+    # 0.4 + 3 x 0.066666666666666666 + 0.4 = 0.999999999999999998, two units left over:
+    # the middles have the largest remainders (2/3 of a unit), the first two of them get one.
+    credits = model_credits(Model.POSITION_BASED, [T] * 5, T, WEEK)
+    assert [str(credit) for credit in credits] == [
+        "0.400000000000000000",
+        "0.066666666666666667",
+        "0.066666666666666667",
+        "0.066666666666666666",
+        "0.400000000000000000",
     ]
 
 
 def test_time_decay_halves_per_half_life() -> None:
     # Touches 14 days and 7 days before the order: weights 1/4 and 1/2 -> credits 1/3, 2/3.
-    credits = split_credit(model_weights(Model.TIME_DECAY, [T - 2 * WEEK, T - WEEK], T, WEEK))
-    assert credits == [Decimal("0.333333333333333333"), Decimal("0.666666666666666667")]
+    credits = model_credits(Model.TIME_DECAY, [T - 2 * WEEK, T - WEEK], T, WEEK)
+    assert credits == (Decimal("0.333333333333333333"), Decimal("0.666666666666666667"))
 
 
 def test_first_and_last_click_take_everything() -> None:
     times = [T - timedelta(days=3), T - timedelta(days=2), T - timedelta(days=1)]
-    assert split_credit(model_weights(Model.FIRST_CLICK, times, T, WEEK))[0] == 1
-    assert split_credit(model_weights(Model.LAST_CLICK, times, T, WEEK))[-1] == 1
+    assert model_credits(Model.FIRST_CLICK, times, T, WEEK)[0] == 1
+    assert model_credits(Model.LAST_CLICK, times, T, WEEK)[-1] == 1
 
 
 def test_allocation_refuses_zero_weights() -> None:
@@ -92,7 +102,7 @@ def test_credits_sum_to_one_and_revenue_to_the_cent(
     net = Decimal(cents).scaleb(-digits)
     times = sorted(T - timedelta(seconds=age) for age in ages[:count])
     for model in ALL_MODELS:
-        credits = split_credit(model_weights(model, times, T, WEEK))
+        credits = model_credits(model, times, T, WEEK)
         assert sum(credits) == 1
         assert all(credit >= 0 for credit in credits)
         revenues = split_revenue(net, credits, currency)

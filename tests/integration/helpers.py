@@ -1,0 +1,80 @@
+"""What the integration tests share: feeding Kafka, the replay's credits, ClickHouse's credits."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from decimal import Decimal
+from pathlib import Path
+
+from attribution.replay import LocalPipeline
+from schemas.catalog import read_catalog_dir
+from schemas.events import InvalidEvent, decode_event
+from sinks.catalog_store import to_static_catalog
+from streams.producer import produce_events
+from streams.settings import Settings
+from streams.worker_process import WorkerProcess
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
+FINAL_CREDITS_SQL = """
+    SELECT order_id, model, touchpoint_event_id, influencer_id, campaign_id,
+           toString(credit), toString(revenue_credit), currency
+    FROM credits FINAL
+"""
+Credit = tuple[str, str, str, str, str, Decimal, Decimal, str]
+
+
+def replay_credits(lines: list[bytes], catalog_dir: Path, settings: Settings) -> set[Credit]:
+    pipeline = LocalPipeline(to_static_catalog(read_catalog_dir(catalog_dir)), settings.rules)
+    for line in lines:
+        try:
+            pipeline.feed(decode_event(line))
+        except InvalidEvent:
+            continue
+    return {
+        (
+            row.order_id,
+            row.model,
+            row.touchpoint_event_id,
+            row.influencer_id,
+            row.campaign_id,
+            row.credit,
+            row.revenue_credit,
+            row.currency,
+        )
+        for row in pipeline.final_credits()
+    }
+
+
+def clickhouse_credits(worker: WorkerProcess) -> set[Credit]:
+    return {
+        (
+            str(r[0]),
+            str(r[1]),
+            str(r[2]),
+            str(r[3]),
+            str(r[4]),
+            Decimal(str(r[5])),
+            Decimal(str(r[6])),
+            str(r[7]),
+        )
+        for r in worker.sql(FINAL_CREDITS_SQL)
+    }
+
+
+def wait_for_credits(
+    worker: WorkerProcess, expected: set[Credit], timeout: float = 120
+) -> set[Credit]:
+    """Poll until ClickHouse holds exactly the expected final credits, or the timeout passes."""
+    deadline = time.monotonic() + timeout
+    actual: set[Credit] = set()
+    while time.monotonic() < deadline:
+        actual = clickhouse_credits(worker)
+        if actual == expected:
+            break
+        time.sleep(0.5)
+    return actual
+
+
+def feed(settings: Settings, lines: list[bytes]) -> None:
+    asyncio.run(produce_events(settings.bootstrap_servers, settings.topic("events"), lines))
