@@ -142,7 +142,7 @@ def route_event(event: Event, catalog: Catalog) -> Routed:
                 CodeRedemptionRow(
                     event.event_id,
                     event.occurred_at,
-                    event.code,
+                    event.code.upper(),
                     event.order_id,
                     event.customer_id or "",
                     target.influencer_id if target else "",

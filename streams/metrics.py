@@ -46,6 +46,12 @@ class Metrics:
             ["field"],
             registry=registry,
         )
+        self.collector_events = Counter(
+            "attribution_collector_events",
+            "Events received by the HTTP collector, by outcome (accepted, invalid).",
+            ["outcome"],
+            registry=registry,
+        )
         self.identity_conflicts = Counter(
             "attribution_identity_conflicts",
             "Later links of a visitor to another customer, ignored (SPEC 2.5).",

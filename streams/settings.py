@@ -45,6 +45,8 @@ class Settings(BaseModel):
     sweep_interval_seconds: float = 60.0
     identity_retention_days: float = 180
     collector_secret: SecretStr = SecretStr("")
+    shopify_webhook_secret: SecretStr = SecretStr("")
+    collector_ack_timeout_seconds: float = 10.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

@@ -1,0 +1,160 @@
+"""The HTTP collector and the Shopify webhooks against a real worker, Kafka and ClickHouse."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from schemas.collector import sign
+from streams.settings import Settings
+from streams.worker_process import WorkerProcess
+
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "shopify"
+SECRET = "collector-test-secret"
+SHOPIFY_SECRET = "shopify-test-secret"
+
+
+@pytest.fixture
+def collector(isolated_settings: Settings, tmp_path: Path) -> Iterator[WorkerProcess]:
+    settings = isolated_settings.model_copy(
+        update={"collector_secret": SECRET, "shopify_webhook_secret": SHOPIFY_SECRET}
+    )
+    worker = WorkerProcess(settings, tmp_path / "worker.log")
+    worker.start()
+    yield worker
+    worker.stop()
+
+
+def post(
+    worker: WorkerProcess, path: str, body: bytes, headers: dict[str, str]
+) -> tuple[int, dict[str, Any]]:
+    url = f"http://{worker.settings.web_host}:{worker.settings.web_port}{path}"
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def post_events(worker: WorkerProcess, body: bytes) -> tuple[int, dict[str, Any]]:
+    return post(worker, "/v1/events", body, {"X-Signature": sign(SECRET, body)})
+
+
+def wait_for(worker: WorkerProcess, sql: str, expected: list[list[Any]]) -> list[list[Any]]:
+    deadline = time.monotonic() + 60
+    rows: list[list[Any]] = []
+    while time.monotonic() < deadline:
+        rows = worker.sql(sql)
+        if rows == expected:
+            break
+        time.sleep(0.3)
+    return rows
+
+
+def dead_letters(settings: Settings, count: int) -> list[dict[str, Any]]:
+    async def read() -> list[dict[str, Any]]:
+        consumer = AIOKafkaConsumer(
+            settings.topic("dead-letters"),
+            bootstrap_servers=settings.bootstrap_servers,
+            auto_offset_reset="earliest",
+            group_id=None,
+        )
+        await consumer.start()
+        records: list[dict[str, Any]] = []
+        try:
+            deadline = time.monotonic() + 30
+            while len(records) < count and time.monotonic() < deadline:
+                batch = await consumer.getmany(timeout_ms=500)
+                records += [json.loads(r.value) for rs in batch.values() for r in rs]
+        finally:
+            await consumer.stop()
+        return records
+
+    return asyncio.run(read())
+
+
+def click(event_id: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "type": "click",
+        "event_id": event_id,
+        "occurred_at": "2026-11-20T10:00:00+01:00",
+        "visitor_id": "v1",
+        "url": "https://shop.example/?utm_content=anna",
+        **fields,
+    }
+
+
+def test_mixed_batch_accepts_valid_events_and_dead_letters_the_rest(
+    collector: WorkerProcess,
+) -> None:
+    batch = [
+        click("c1"),
+        click("c2", occurred_at="2026-11-20T10:00:00"),  # no offset
+        {"type": "teleport", "event_id": "x"},
+        click("c3", amount=1.5),
+    ]
+    status, answer = post_events(collector, json.dumps(batch).encode())
+    assert status == 200
+    assert (answer["accepted"], answer["invalid"]) == (2, 2)
+    assert [result["status"] for result in answer["results"]] == [
+        "accepted",
+        "invalid",
+        "invalid",
+        "accepted",
+    ]
+    assert answer["results"][1]["field"] == "occurred_at"
+    assert answer["results"][2]["field"] == "type"
+    assert wait_for(
+        collector, "SELECT event_id FROM clicks FINAL ORDER BY event_id", [["c1"], ["c3"]]
+    ) == [["c1"], ["c3"]]
+    letters = dead_letters(collector.settings, 2)
+    assert sorted(letter["field"] for letter in letters) == ["occurred_at", "type"]
+    assert all(letter["reason"] and letter["dead_lettered_at"] for letter in letters)
+
+
+def test_ndjson_is_accepted_like_an_array(collector: WorkerProcess) -> None:
+    body = b"\n".join(json.dumps(click(f"n{index}")).encode() for index in range(3))
+    status, answer = post_events(collector, body)
+    assert (status, answer["accepted"]) == (200, 3)
+
+
+def test_unsigned_oversize_and_overfull_requests_are_refused(collector: WorkerProcess) -> None:
+    body = json.dumps([click("s1")]).encode()
+    assert post(collector, "/v1/events", body, {})[0] == 401
+    assert post(collector, "/v1/events", body, {"X-Signature": sign("wrong", body)})[0] == 401
+    huge = b"[" + b" " * 1_000_000 + b"]"
+    assert post_events(collector, huge)[0] == 413
+    overfull = b"\n".join([json.dumps(click("o")).encode()] * 1001)
+    assert post_events(collector, overfull)[0] == 413
+    assert collector.sql("SELECT count() FROM clicks WHERE event_id IN ('s1', 'o')") == [[0]]
+
+
+def shopify_post(worker: WorkerProcess, topic: str, body: bytes) -> tuple[int, dict[str, Any]]:
+    digest = hmac.new(SHOPIFY_SECRET.encode(), body, hashlib.sha256).digest()
+    headers = {"X-Shopify-Hmac-Sha256": base64.b64encode(digest).decode()}
+    return post(worker, f"/v1/webhooks/shopify/{topic}", body, headers)
+
+
+def test_shopify_order_and_refund_webhooks_land_in_clickhouse(collector: WorkerProcess) -> None:
+    order = (FIXTURES / "orders_create.json").read_bytes()
+    refund = (FIXTURES / "refunds_create.json").read_bytes()
+    assert post(collector, "/v1/webhooks/shopify/orders", order, {})[0] == 401
+    assert shopify_post(collector, "orders", order) == (200, {"accepted": 2})
+    assert shopify_post(collector, "refunds", refund) == (200, {"accepted": 1})
+    expected = [["820982911946154508", "shopify-115310627314723954", "403", "199"]]
+    sql = "SELECT order_id, customer_id, toString(total), toString(refunded) FROM orders FINAL"
+    assert wait_for(collector, sql, expected) == expected
+    assert collector.sql("SELECT code FROM code_redemptions FINAL") == [["CREATOR000-10"]]
