@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -225,3 +226,16 @@ def validate_event(payload: Any) -> Event:
         first = error.errors(include_url=False)[0]
         location = [part for part in first["loc"] if part != event_type]
         raise InvalidEvent(".".join(str(part) for part in location), first["msg"]) from None
+
+
+def export_json_schemas(directory: Path) -> list[Path]:
+    """Write `<type>.schema.json` for every event type (JSON Schema of what we accept)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for event_type, model in EVENT_MODELS.items():
+        schema = model.model_json_schema(mode="validation")
+        schema["$id"] = f"{event_type}.schema.json"
+        path = directory / f"{event_type}.schema.json"
+        path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
+        written.append(path)
+    return written

@@ -169,6 +169,14 @@ def _catalog_load(settings: Settings, directory: Path) -> int:
     return 0
 
 
+def _schemas_export(directory: Path) -> int:
+    from schemas.events import export_json_schemas
+
+    written = export_json_schemas(directory)
+    print(f"{len(written)} JSON Schemas written to {directory}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attribution", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -183,6 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
     catalog_commands = catalog.add_subparsers(dest="catalog_command", required=True)
     load = catalog_commands.add_parser("load", help="validate CSVs and publish them to workers")
     load.add_argument("directory", type=Path)
+    schemas = commands.add_parser("schemas", help="event contracts for storefront developers")
+    schemas_commands = schemas.add_subparsers(dest="schemas_command", required=True)
+    export = schemas_commands.add_parser("export", help="write one JSON Schema per event type")
+    export.add_argument("directory", type=Path)
     demo = commands.add_parser("demo", help="services + worker + synthetic storefront + report")
     demo.add_argument("--seconds", type=float, default=60.0)
     return parser
@@ -199,6 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _sql(settings, args.statement)
     if args.command == "catalog":
         return _catalog_load(settings, args.directory)
+    if args.command == "schemas":
+        return _schemas_export(args.directory)
     from streams.demo import run_demo
 
     return run_demo(settings, seconds=args.seconds)
