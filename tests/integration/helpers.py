@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
 
 from attribution.replay import LocalPipeline
 from schemas.catalog import read_catalog_dir
@@ -78,3 +82,36 @@ def wait_for_credits(
 
 def feed(settings: Settings, lines: list[bytes]) -> None:
     asyncio.run(produce_events(settings.bootstrap_servers, settings.topic("events"), lines))
+
+
+def dead_letters(settings: Settings, count: int) -> list[dict[str, Any]]:
+    async def read() -> list[dict[str, Any]]:
+        consumer = AIOKafkaConsumer(
+            settings.topic("dead-letters"),
+            bootstrap_servers=settings.bootstrap_servers,
+            auto_offset_reset="earliest",
+            group_id=None,
+        )
+        await consumer.start()
+        records: list[dict[str, Any]] = []
+        try:
+            deadline = time.monotonic() + 30
+            while len(records) < count and time.monotonic() < deadline:
+                batch = await consumer.getmany(timeout_ms=500)
+                records += [json.loads(r.value) for rs in batch.values() for r in rs]
+        finally:
+            await consumer.stop()
+        return records
+
+    return asyncio.run(read())
+
+
+def click(event_id: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "type": "click",
+        "event_id": event_id,
+        "occurred_at": "2026-11-20T10:00:00+01:00",
+        "visitor_id": "v1",
+        "url": "https://shop.example/?utm_content=anna",
+        **fields,
+    }

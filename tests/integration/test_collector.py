@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
@@ -15,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from schemas.collector import sign
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
+from tests.integration.helpers import click, dead_letters
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "shopify"
 SECRET = "collector-test-secret"
@@ -62,39 +61,6 @@ def wait_for(worker: WorkerProcess, sql: str, expected: list[list[Any]]) -> list
             break
         time.sleep(0.3)
     return rows
-
-
-def dead_letters(settings: Settings, count: int) -> list[dict[str, Any]]:
-    async def read() -> list[dict[str, Any]]:
-        consumer = AIOKafkaConsumer(
-            settings.topic("dead-letters"),
-            bootstrap_servers=settings.bootstrap_servers,
-            auto_offset_reset="earliest",
-            group_id=None,
-        )
-        await consumer.start()
-        records: list[dict[str, Any]] = []
-        try:
-            deadline = time.monotonic() + 30
-            while len(records) < count and time.monotonic() < deadline:
-                batch = await consumer.getmany(timeout_ms=500)
-                records += [json.loads(r.value) for rs in batch.values() for r in rs]
-        finally:
-            await consumer.stop()
-        return records
-
-    return asyncio.run(read())
-
-
-def click(event_id: str, **fields: Any) -> dict[str, Any]:
-    return {
-        "type": "click",
-        "event_id": event_id,
-        "occurred_at": "2026-11-20T10:00:00+01:00",
-        "visitor_id": "v1",
-        "url": "https://shop.example/?utm_content=anna",
-        **fields,
-    }
 
 
 def test_mixed_batch_accepts_valid_events_and_dead_letters_the_rest(

@@ -1,0 +1,54 @@
+"""Junk on the events topic never stops the worker: each invalid payload is dead-lettered with a
+reason, and the valid events around it are processed."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+
+from schemas.events import InvalidEvent, decode_event
+from streams.worker_process import WorkerProcess
+from tests.integration.helpers import click, dead_letters, feed
+
+
+def junk(rng: random.Random) -> bytes:
+    kind = rng.randrange(6)
+    if kind == 0:
+        return bytes(rng.randrange(256) for _ in range(rng.randrange(1, 200)))
+    if kind == 1:
+        return b"[" * rng.randrange(1, 5000)
+    if kind == 2:
+        return json.dumps(click(f"j{rng.random()}", occurred_at="2026-13-45T99:00:00Z")).encode()
+    if kind == 3:
+        return json.dumps({"type": "order", "event_id": "x", "total": "NaN"}).encode()
+    if kind == 4:
+        return json.dumps(click("big", url="u" * 300_000)).encode()
+    return json.dumps(rng.choice([1, "text", None, [], {"type": None}])).encode()
+
+
+def test_worker_dead_letters_junk_and_keeps_processing(worker: WorkerProcess) -> None:
+    rng = random.Random(20261123)
+    payloads = [junk(rng) for _ in range(200)]
+    valid = [json.dumps(click(f"ok{index}")).encode() for index in range(5)]
+    mixed = payloads[:100] + valid + payloads[100:]
+    invalid = 0
+    for payload in mixed:
+        try:
+            decode_event(payload)
+        except InvalidEvent:
+            invalid += 1
+    assert invalid == 200
+
+    feed(worker.settings, mixed)
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if worker.sql("SELECT count() FROM clicks FINAL WHERE event_id LIKE 'ok%'") == [[5]]:
+            break
+        time.sleep(0.3)
+    assert worker.sql("SELECT count() FROM clicks FINAL WHERE event_id LIKE 'ok%'") == [[5]]
+    letters = dead_letters(worker.settings, invalid)
+    assert len(letters) == invalid
+    assert all(letter["reason"] for letter in letters)
+    assert worker.metric("attribution_events_consumed_total") == len(mixed)
