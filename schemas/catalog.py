@@ -21,6 +21,10 @@ class CatalogError(ValueError):
 class _Row(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    def identity(self) -> tuple[str, ...]:
+        """What must be unique in its file (codes compare case-insensitively)."""
+        return (str(getattr(self, next(iter(type(self).model_fields)))),)
+
 
 class InfluencerRow(_Row):
     influencer_id: Id
@@ -44,6 +48,9 @@ class CodeRow(_Row):
     influencer_id: Id
     campaign_id: Id
 
+    def identity(self) -> tuple[str, ...]:
+        return (self.code.upper(),)
+
 
 class LinkRow(_Row):
     link_id: Id
@@ -65,6 +72,9 @@ class ContractRow(_Row):
     bonus_amount: Amount = Decimal(0)
     bonus_metric: Annotated[str, Field(max_length=64)] = ""
     bonus_threshold: Amount = Decimal(0)
+
+    def identity(self) -> tuple[str, ...]:
+        return (self.influencer_id, self.campaign_id)
 
 
 CATALOG_FILES: dict[str, type[_Row]] = {
@@ -96,16 +106,23 @@ def _parse_file(path: Path, row_type: type[_Row]) -> list[Any]:
         )
         if missing:
             raise CatalogError(path.name, 1, ",".join(sorted(missing)), "missing column")
+        first_line: dict[tuple[str, ...], int] = {}
         for line, record in enumerate(reader, start=2):
             values = {
                 key: value for key, value in record.items() if key and value not in ("", None)
             }
             try:
-                rows.append(row_type.model_validate(values))
+                row = row_type.model_validate(values)
             except ValidationError as error:
                 first = error.errors(include_url=False)[0]
                 field = ".".join(str(part) for part in first["loc"])
                 raise CatalogError(path.name, line, field, first["msg"]) from None
+            key_field = next(iter(row_type.model_fields))
+            if row.identity() in first_line:
+                duplicate = f"duplicate of line {first_line[row.identity()]}"
+                raise CatalogError(path.name, line, key_field, duplicate)
+            first_line[row.identity()] = line
+            rows.append(row)
     return rows
 
 
