@@ -41,12 +41,15 @@ async def _read_limited(request: Request) -> bytes | None:
 
 
 async def _produce_all(topology: Topology, documents: list[bytes]) -> bool:
-    """Send every document to the events topic and wait for the broker's acknowledgements."""
-    try:
+    """Send every document to the events topic and wait for the broker's acknowledgements,
+    all within the collector's timeout (a broker that is down must not hang the request)."""
+
+    async def produce() -> None:
         pending = [await topology.events.send(value=document) for document in documents]
-        await asyncio.wait_for(
-            asyncio.gather(*pending), timeout=topology.settings.collector_ack_timeout_seconds
-        )
+        await asyncio.gather(*pending)
+
+    try:
+        await asyncio.wait_for(produce(), timeout=topology.settings.collector_ack_timeout_seconds)
     except Exception:
         log.exception("Kafka did not take %d collected events", len(documents))
         return False

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from attribution.catalog import CreditTarget, InfluencerProfile, StaticCatalog
+from datetime import datetime
+from typing import Any
+
+from attribution.catalog import CreditTarget, InfluencerProfile, StaticCatalog, tier_for
 from schemas.catalog import CatalogFiles
 
 
@@ -69,3 +72,38 @@ class RedisCatalogCache:
         self.catalog = to_static_catalog(self.files)
         self.version = version
         return True
+
+
+def catalog_rows(files: CatalogFiles, version: int, loaded_at: datetime) -> list[dict[str, Any]]:
+    """The catalog as rows of the ClickHouse dimension tables, all at `version`
+    (the `catalog_*` views show the newest version only)."""
+    rows: list[dict[str, Any]] = [
+        {"table": "catalog_versions", "catalog_version": version, "loaded_at": loaded_at}
+    ]
+    rows += [
+        {
+            "table": "dim_influencers",
+            "catalog_version": version,
+            **row.model_dump(),
+            "tier": tier_for(row.followers),
+        }
+        for row in files.influencers
+    ]
+    rows += [
+        {
+            "table": "dim_codes",
+            "catalog_version": version,
+            **row.model_dump(),
+            "code": row.code.upper(),
+        }
+        for row in files.codes
+    ]
+    for table, file_rows in (
+        ("dim_campaigns", files.campaigns),
+        ("dim_links", files.links),
+        ("dim_contracts", files.contracts),
+    ):
+        rows += [
+            {"table": table, "catalog_version": version, **row.model_dump()} for row in file_rows
+        ]
+    return rows

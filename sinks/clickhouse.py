@@ -129,6 +129,72 @@ SCHEMA: tuple[str, ...] = (
     ) ENGINE = ReplacingMergeTree(occurred_at)
     ORDER BY (influencer_id, post_id)
     """,
+    """
+    CREATE TABLE IF NOT EXISTS catalog_versions (
+        catalog_version UInt64,
+        loaded_at DateTime64(3, 'UTC')
+    ) ENGINE = ReplacingMergeTree ORDER BY catalog_version
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS dim_influencers (
+        catalog_version UInt64,
+        influencer_id String,
+        handle String,
+        platform LowCardinality(String),
+        followers UInt64,
+        tier LowCardinality(String)
+    ) ENGINE = ReplacingMergeTree ORDER BY (catalog_version, influencer_id)
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS dim_campaigns (
+        catalog_version UInt64,
+        campaign_id String,
+        name String,
+        category LowCardinality(String),
+        starts_at DateTime64(6, 'UTC'),
+        ends_at DateTime64(6, 'UTC'),
+        budget Decimal(38, 4),
+        currency LowCardinality(String)
+    ) ENGINE = ReplacingMergeTree ORDER BY (catalog_version, campaign_id)
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS dim_codes (
+        catalog_version UInt64,
+        code String,
+        influencer_id String,
+        campaign_id String
+    ) ENGINE = ReplacingMergeTree ORDER BY (catalog_version, code)
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS dim_links (
+        catalog_version UInt64,
+        link_id String,
+        influencer_id String,
+        campaign_id String
+    ) ENGINE = ReplacingMergeTree ORDER BY (catalog_version, link_id)
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS dim_contracts (
+        catalog_version UInt64,
+        influencer_id String,
+        campaign_id String,
+        fee_per_post Decimal(38, 4),
+        posts UInt32,
+        retainer Decimal(38, 4),
+        commission_rate Decimal(9, 6),
+        bonus_amount Decimal(38, 4),
+        bonus_metric LowCardinality(String),
+        bonus_threshold Decimal(38, 6)
+    ) ENGINE = ReplacingMergeTree ORDER BY (catalog_version, influencer_id, campaign_id)
+    """,
+    *(
+        f"""
+        CREATE VIEW IF NOT EXISTS catalog_{name} AS
+        SELECT * EXCEPT catalog_version FROM dim_{name} FINAL
+        WHERE catalog_version = (SELECT max(catalog_version) FROM catalog_versions)
+        """
+        for name in ("influencers", "campaigns", "codes", "links", "contracts")
+    ),
 )
 
 

@@ -71,3 +71,7 @@ def test_a_running_worker_sees_a_new_link_without_restarting(
     while worker.sql(sql) != expected and time.monotonic() < deadline:
         time.sleep(0.3)
     assert worker.sql(sql) == expected
+    # Analysts see the newest catalog in ClickHouse, with tiers derived from followers.
+    assert worker.sql("SELECT influencer_id, tier FROM catalog_influencers") == [["anna", "micro"]]
+    assert worker.sql("SELECT link_id FROM catalog_links") == [["l-new"]]
+    assert worker.sql("SELECT max(catalog_version) FROM catalog_versions") == [[2]]
