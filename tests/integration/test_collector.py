@@ -6,6 +6,8 @@ import base64
 import hashlib
 import hmac
 import json
+import os
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -124,3 +126,32 @@ def test_shopify_order_and_refund_webhooks_land_in_clickhouse(collector: WorkerP
     sql = "SELECT order_id, customer_id, toString(total), toString(refunded) FROM orders FINAL"
     assert wait_for(collector, sql, expected) == expected
     assert collector.sql("SELECT code FROM code_redemptions FINAL") == [["CREATOR000-10"]]
+
+
+DEVSTACK = Path(os.environ.get("ATTRIBUTION_DEVSTACK_DIR", Path(__file__).parents[2] / ".devstack"))
+KAFKA_PID_FILE = DEVSTACK / "kafka.pid"
+
+
+def test_collector_answers_503_while_kafka_cannot_take_events(
+    isolated_settings: Settings, tmp_path: Path
+) -> None:
+    settings = isolated_settings.model_copy(
+        update={"collector_secret": SECRET, "collector_ack_timeout_seconds": 2.0}
+    )
+    worker = WorkerProcess(settings, tmp_path / "worker.log")
+    worker.start()
+    broker = int(KAFKA_PID_FILE.read_text())
+    try:
+        # A frozen broker (SIGSTOP) takes no events and answers nothing: exactly an outage.
+        os.kill(broker, signal.SIGSTOP)
+        try:
+            status, answer = post_events(worker, json.dumps([click("during-outage")]).encode())
+        finally:
+            os.kill(broker, signal.SIGCONT)
+        assert status == 503
+        assert "retry" in answer["error"]
+        # Once Kafka is back, the same request is accepted.
+        status, _ = post_events(worker, json.dumps([click("after-outage")]).encode())
+        assert status == 200
+    finally:
+        worker.stop()
