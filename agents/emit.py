@@ -17,7 +17,7 @@ from attribution.messages import (
 from attribution.rows import Rejection, Row
 from streams.app import Topology
 from streams.codecs import encode
-from streams.metrics import field_label
+from streams.metrics import field_label, type_label
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ async def send_dead_letter(
     else:
         record["payload"] = payload
     log.warning("dead letter event_id=%s field=%s reason=%s", event_id, field, reason)
-    topology.metrics.dead_letters.labels(field_label(field)).inc()
+    topology.metrics.dead_letters.labels(type_label(payload), field_label(field)).inc()
     await topology.dead_letters.send(value=encode(record))
 
 

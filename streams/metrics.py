@@ -6,6 +6,9 @@ order, customer or visitor id.
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from schemas.events import EVENT_MODELS
@@ -15,6 +18,17 @@ SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 _EVENT_FIELDS = frozenset(name for model in EVENT_MODELS.values() for name in model.model_fields)
+
+
+def type_label(payload: Any) -> str:
+    """The event type of a dead letter's payload when it names a known one, else 'unknown'."""
+    if isinstance(payload, bytes):
+        try:
+            payload = json.loads(payload)
+        except (ValueError, RecursionError):
+            return "unknown"
+    kind = payload.get("type") if isinstance(payload, dict) else None
+    return kind if isinstance(kind, str) and kind in EVENT_MODELS else "unknown"
 
 
 def field_label(field: str) -> str:
@@ -42,8 +56,8 @@ class Metrics:
         )
         self.dead_letters = Counter(
             "attribution_dead_letters",
-            "Events sent to the dead-letter topic, by the field that made them invalid.",
-            ["field"],
+            "Events sent to the dead-letter topic, by event type and the offending field.",
+            ["type", "field"],
             registry=registry,
         )
         self.collector_events = Counter(

@@ -52,3 +52,10 @@ def test_worker_dead_letters_junk_and_keeps_processing(worker: WorkerProcess) ->
     assert len(letters) == invalid
     assert all(letter["reason"] for letter in letters)
     assert worker.metric("attribution_events_consumed_total") == len(mixed)
+    counted = {
+        labels: value
+        for (name, labels), value in worker.metrics().items()
+        if name == "attribution_dead_letters_total"
+    }
+    assert sum(counted.values()) == invalid
+    assert all(dict(labels)["type"] in {"unknown", "click", "order"} for labels in counted)
