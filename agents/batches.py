@@ -28,11 +28,16 @@ class PendingEvents:
     """Processed events waiting for their effects to be saved before they are acknowledged."""
 
     def __init__(self, stream: Any, max_events: int, save: SaveFn) -> None:
-        self._stream = stream
+        self._stream = stream.noack()
         self._max_events = max_events
         self._save = save
         self._events: list[Any] = []
         self._lock = asyncio.Lock()
+
+    def events(self) -> AsyncIterator[Any]:
+        """The agent's events, one at a time, acknowledged only by `flush`."""
+        events: AsyncIterator[Any] = self._stream.events()
+        return events
 
     async def done(self, event: Any) -> None:
         """Mark an event processed; a full batch is saved before reading more (back-pressure)."""
@@ -57,7 +62,8 @@ class PendingEvents:
 async def pending_events(
     stream: Any, max_events: int, within_seconds: float, save: SaveFn
 ) -> AsyncIterator[PendingEvents]:
-    """A `PendingEvents` flushed every `within_seconds` while the agent runs, and at its end."""
+    """A `PendingEvents` over the agent's `stream`, flushed every `within_seconds` while the
+    agent runs, and at its end."""
     pending = PendingEvents(stream, max_events, save)
 
     async def flush_periodically() -> None:

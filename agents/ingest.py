@@ -59,11 +59,10 @@ def register(topology: Topology) -> None:
     @topology.app.agent(topology.events, name="ingest")
     async def ingest(stream: Any) -> None:
         await refresh_catalog()
-        source = stream.noack()
         async with pending_events(
-            source, settings.stage_batch_events, settings.stage_batch_seconds, _nothing_to_save
+            stream, settings.stage_batch_events, settings.stage_batch_seconds, _nothing_to_save
         ) as pending:
-            async for event in source.events():
+            async for event in pending.events():
                 metrics.events_consumed.inc()
                 await _ingest_one(topology, event.value)
                 await pending.done(event)

@@ -40,10 +40,9 @@ def register(topology: Topology) -> None:
             rows.clear()
             return True
 
-        source = stream.noack()
         async with pending_events(
-            source, settings.sink_batch_rows, settings.sink_batch_seconds, save
+            stream, settings.sink_batch_rows, settings.sink_batch_seconds, save
         ) as pending:
-            async for event in source.events():
+            async for event in pending.events():
                 rows.append(decode(event.value))
                 await pending.done(event)

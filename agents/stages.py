@@ -163,11 +163,10 @@ def _register_stage(topology: Topology, stage: Stage[Any], source: Any, table: A
             unsaved.clear()
             return True
 
-        commands = stream.noack()
         async with pending_events(
-            commands, settings.stage_batch_events, settings.stage_batch_seconds, save
+            stream, settings.stage_batch_events, settings.stage_batch_seconds, save
         ) as pending:
-            async for event in commands.events():
+            async for event in pending.events():
                 key: bytes = event.key
                 held = unsaved.get(key)
                 if held is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import csv
 import json
 import sys
@@ -34,7 +35,9 @@ CREDIT_COLUMNS = (
 def _worker(settings: Settings) -> int:
     from agents import register_agents
     from streams.app import create_topology
+    from streams.topics import ensure_topics
 
+    asyncio.run(ensure_topics(settings))
     topology = create_topology(settings)
     register_agents(topology)
     sys.argv = [

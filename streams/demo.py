@@ -74,7 +74,10 @@ def run_demo(base: Settings, seconds: float) -> int:
         worker.start()
         worker.wait_for_catalog(version)
         base_url = f"http://{settings.web_host}:{settings.web_port}"
-        print(f"worker ready: health {base_url}/health, SQL {base_url}/sql, log {worker.log_path}")
+        print(
+            f"worker ready: metrics {base_url}/metrics, health {base_url}/health, "
+            f"SQL {base_url}/sql, log {worker.log_path}"
+        )
         orders = _run_storefront(settings, storefront, seconds)
         _wait_for_orders(worker, orders)
         print("\nCredited revenue per influencer, read back from ClickHouse (credits FINAL):\n")
