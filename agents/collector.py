@@ -56,6 +56,12 @@ async def _produce_all(topology: Topology, documents: list[bytes]) -> bool:
     return True
 
 
+def _field_and_reason(error: Exception) -> tuple[str, str]:
+    if isinstance(error, InvalidEvent):
+        return error.field, error.message
+    return "", str(error)
+
+
 def _event_id(document: bytes) -> str:
     try:
         value = parse_json(document).get("event_id")
@@ -89,8 +95,7 @@ def register(topology: Topology) -> None:
                 try:
                     event = validate_event(parse_json(document))
                 except (ValueError, RecursionError) as error:
-                    field = error.field if isinstance(error, InvalidEvent) else ""
-                    reason = error.message if isinstance(error, InvalidEvent) else str(error)
+                    field, reason = _field_and_reason(error)
                     results.append(
                         {"index": index, "status": "invalid", "field": field, "error": reason}
                     )
@@ -130,8 +135,7 @@ def register(topology: Topology) -> None:
         try:
             events = to_events(parse_json(body))
         except (ValueError, RecursionError) as error:
-            field = error.field if isinstance(error, InvalidEvent) else ""
-            reason = error.message if isinstance(error, InvalidEvent) else str(error)
+            field, reason = _field_and_reason(error)
             await send_dead_letter(topology, payload=body, field=field, reason=reason)
             return view.json({"error": reason, "field": field}, status=422)
         documents = [json.dumps(event).encode() for event in events]

@@ -205,18 +205,16 @@ def _register_stage(topology: Topology, stage: Stage[Any], source: Any, table: A
             state = stage.from_wire(decode(table.data[key]))
             expiry.record(key, stage.newest_event_at(state), stage.expires_at(state, rules))
         expired = [
-            key
+            (key, partition)
             for key, expires_at in expiry.by_key.items()
             if (expires_at is None or expires_at < watermark)
-            and key_partition(key, settings.partitions) in owned
+            and (partition := key_partition(key, settings.partitions)) in owned
         ]
-        for key in expired:
+        for key, partition in expired:
             del expiry.by_key[key]
             if table.data.pop(key, None) is not None:
                 # A tombstone must bypass the table's codec, as Faust's own deletes do.
-                table.send_changelog(
-                    key_partition(key, settings.partitions), key, None, value_serializer="raw"
-                )
+                table.send_changelog(partition, key, None, value_serializer="raw")
         topology.metrics.swept_keys.labels(stage.name).inc(len(expired))
         topology.metrics.table_keys.labels(stage.name).set(len(table.data))
         if expired:

@@ -88,8 +88,4 @@ def split_revenue(net_revenue: Decimal, credits: Sequence[Decimal], currency: st
     >>> split_revenue(Decimal("1000"), [Decimal("0.5"), Decimal("0.5")], "JPY")
     [Decimal('500'), Decimal('500')]
     """
-    digits = minor_unit_digits(currency)
-    if len(credits) == 1:
-        return [Decimal(_to_units(net_revenue, digits)).scaleb(-digits)]
-    units = allocate_units(_to_units(net_revenue, digits), integer_weights(credits))
-    return [Decimal(part).scaleb(-digits) for part in units]
+    return allocate(net_revenue, credits, currency_quantum(currency))
