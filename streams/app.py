@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from sinks.catalog_store import RedisCatalogCache
 from sinks.clickhouse import ClickHouseWriter, connect, ensure_schema
 from streams.metrics import Metrics
+from streams.recovery import SeekThenResumeTableManager
 from streams.settings import Settings
 
 
@@ -79,6 +80,7 @@ def create_topology(settings: Settings) -> Topology:
         stream_wait_empty=False,
         producer_acks=-1,
         producer_linger_ms=5,
+        TableManager=SeekThenResumeTableManager,
     )
 
     def topic(name: str) -> Any:

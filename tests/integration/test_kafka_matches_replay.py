@@ -7,8 +7,6 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
-import pytest
-
 from schemas.catalog import read_catalog_dir
 from simulation.storefront import Storefront
 from sinks.catalog_store import publish_catalog
@@ -38,11 +36,6 @@ def test_example_scenario_streams_to_the_replay_credits(worker: WorkerProcess) -
     ]
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known defect, docs/reliability.md: faust-streaming 0.15.3 skips a fetch of stream "
-    "records consumed while tables recover from non-empty changelogs, and acks the gap",
-)
 def test_storefront_stream_survives_a_restart_and_matches_replay(
     isolated_settings: Settings, tmp_path: Path
 ) -> None:
