@@ -16,6 +16,7 @@ from attribution.messages import (
     VisitorClick,
     VisitorCommand,
     VisitorLink,
+    one_copy,
 )
 from attribution.rows import (
     ClickRow,
@@ -90,10 +91,10 @@ def route_event(event: Event, catalog: Catalog) -> Routed:
                 touchpoint = Touchpoint(
                     event.event_id,
                     event.occurred_at,
-                    resolved.influencer_id,
-                    resolved.campaign_id,
-                    resolved.platform,
-                    resolved.tier,
+                    one_copy(resolved.influencer_id),
+                    one_copy(resolved.campaign_id),
+                    one_copy(resolved.platform),
+                    one_copy(resolved.tier),
                     visitor_id=event.visitor_id,
                     customer_id=customer_id,
                 )
@@ -154,10 +155,10 @@ def route_event(event: Event, catalog: Catalog) -> Routed:
                 touchpoint = Touchpoint(
                     event.event_id,
                     event.occurred_at,
-                    target.influencer_id,
-                    target.campaign_id,
-                    target.platform,
-                    target.tier,
+                    one_copy(target.influencer_id),
+                    one_copy(target.campaign_id),
+                    one_copy(target.platform),
+                    one_copy(target.tier),
                     visitor_id=event.visitor_id or "",
                     customer_id=event.customer_id or "",
                     code=event.code.upper(),

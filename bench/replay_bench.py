@@ -24,10 +24,14 @@ EVENTS_PER_SHOPPER = 2.9
 
 
 def _events(target: int) -> tuple[list[bytes], Storefront]:
-    storefront = Storefront(datetime(2026, 6, 1, tzinfo=UTC), seed=3, influencers_count=60)
+    """At least `target` events: the shoppers are estimated, then topped up if they fell short."""
     shoppers = int(target / EVENTS_PER_SHOPPER)
-    lines = [json.dumps(event).encode() for event in storefront.events(shoppers)]
-    return lines, storefront
+    while True:
+        storefront = Storefront(datetime(2026, 6, 1, tzinfo=UTC), seed=3, influencers_count=60)
+        events = storefront.events(shoppers)
+        if len(events) >= target:
+            return [json.dumps(event).encode() for event in events], storefront
+        shoppers = int(shoppers * target / len(events)) + 1
 
 
 def main() -> None:
