@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agents import collector, ingest, sink, stages, web
+from agents import collector, ingest, ops, sink, stages, web
 from streams.app import Topology
 
 
@@ -11,4 +11,5 @@ def register_agents(topology: Topology) -> None:
     stages.register(topology)
     sink.register(topology)
     web.register(topology)
+    ops.register(topology)
     collector.register(topology)

@@ -1,10 +1,17 @@
-"""Sending the core's outputs to their topics."""
+"""Sending the core's outputs to their topics.
+
+Every command and row is sent with the record timestamp of the event being processed, so
+the storefront event's arrival time in Kafka travels with everything it causes and the
+latency histograms measure end to end.
+"""
 
 from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
 from typing import Any
+
+from faust import current_event
 
 from attribution.messages import (
     JourneyCommand,
@@ -22,26 +29,39 @@ from streams.metrics import field_label, type_label
 log = logging.getLogger(__name__)
 
 
+def origin_timestamp() -> float | None:
+    """When the storefront event behind the event being processed reached Kafka (seconds)."""
+    event = current_event()
+    return None if event is None else event.message.timestamp
+
+
 async def send_rows(topology: Topology, rows: list[Row]) -> None:
+    origin = origin_timestamp()
     for row in rows:
-        await topology.rows.send(value=encode(row.to_wire()))
+        await topology.rows.send(value=encode(row.to_wire()), timestamp=origin)
 
 
 async def send_visitor_command(topology: Topology, command: VisitorCommand) -> None:
     await topology.visitor_commands.send(
-        key=command.visitor_id.encode(), value=encode(command_to_wire(command))
+        key=command.visitor_id.encode(),
+        value=encode(command_to_wire(command)),
+        timestamp=origin_timestamp(),
     )
 
 
 async def send_order_command(topology: Topology, command: OrderCommand) -> None:
     await topology.order_commands.send(
-        key=order_key(command).encode(), value=encode(command_to_wire(command))
+        key=order_key(command).encode(),
+        value=encode(command_to_wire(command)),
+        timestamp=origin_timestamp(),
     )
 
 
 async def send_journey_command(topology: Topology, command: JourneyCommand) -> None:
     await topology.journey_commands.send(
-        key=customer_key(command).encode(), value=encode(command_to_wire(command))
+        key=customer_key(command).encode(),
+        value=encode(command_to_wire(command)),
+        timestamp=origin_timestamp(),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from typing import Any
 
@@ -21,28 +22,43 @@ def register(topology: Topology) -> None:
     async def clickhouse_sink(stream: Any) -> None:
         writer = topology.clickhouse.writer()
         rows: list[dict[str, Any]] = []
+        # When the event behind each held credit row reached Kafka (record timestamps).
+        credit_origins: list[float] = []
+        failing = False
 
         async def save() -> bool:
             """Insert the held rows; while ClickHouse refuses them, nothing is acknowledged
             and the agent stops reading once a batch is full, so Kafka lag grows instead."""
+            nonlocal failing
             if not rows:
                 return True
+            if failing:
+                metrics.sink_retries.inc()
             try:
                 with metrics.sink_batch_seconds.time():
                     writer.insert_now(rows)
             except Exception:
+                failing = True
                 metrics.sink_failures.inc()
                 log.exception("ClickHouse insert of %d rows failed; will retry", len(rows))
                 return False
+            failing = False
+            stored_at = time.time()
+            for origin in credit_origins:
+                metrics.credit_stored_latency.observe(stored_at - origin)
             metrics.sink_batch_rows.observe(len(rows))
             for table, count in Counter(row["table"] for row in rows).items():
                 metrics.sink_rows.labels(table).inc(count)
             rows.clear()
+            credit_origins.clear()
             return True
 
         async with pending_events(
             stream, settings.sink_batch_rows, settings.sink_batch_seconds, save
         ) as pending:
             async for event in pending.events():
-                rows.append(decode(event.value))
+                row = decode(event.value)
+                rows.append(row)
+                if row["table"] == "credits":
+                    credit_origins.append(event.message.timestamp)
                 await pending.done(event)

@@ -12,6 +12,7 @@ customers and visitors that never come back.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,7 +21,7 @@ from typing import Any, Generic, TypeVar
 from aiokafka.partitioner import murmur2
 
 from agents.batches import pending_events
-from agents.emit import send_journey_command, send_rejection, send_rows
+from agents.emit import origin_timestamp, send_journey_command, send_rejection, send_rows
 from attribution.identity import (
     Visitor,
     apply_to_visitor,
@@ -44,7 +45,7 @@ from attribution.ledger import (
     ledger_to_wire,
 )
 from attribution.messages import OrderUpdated, TouchpointsArrived, Wire, command_from_wire
-from attribution.rows import IdentityConflict, Rejection
+from attribution.rows import CreditRow, IdentityConflict, IdentityLinked, Rejection
 from attribution.rules import Rules
 from streams.app import Topology
 from streams.codecs import decode, encode
@@ -71,6 +72,8 @@ async def _emit_visitor_outputs(topology: Topology, outputs: list[Any]) -> None:
     for output in outputs:
         if isinstance(output, TouchpointsArrived):
             await send_journey_command(topology, output)
+        elif isinstance(output, IdentityLinked):
+            topology.metrics.identity_merges.inc()
         elif isinstance(output, IdentityConflict):
             topology.metrics.identity_conflicts.inc()
             log.info("identity conflict on visitor %s ignored", output.visitor_id)
@@ -86,8 +89,11 @@ async def _emit_ledger_outputs(topology: Topology, outputs: list[Any]) -> None:
             await send_rows(topology, [output])
 
 
-async def _emit_rows(topology: Topology, outputs: list[Any]) -> None:
+async def _emit_journey_rows(topology: Topology, outputs: list[Any]) -> None:
     await send_rows(topology, outputs)
+    origin = origin_timestamp()
+    if origin is not None and any(isinstance(output, CreditRow) for output in outputs):
+        topology.metrics.credit_emitted_latency.observe(time.time() - origin)
 
 
 VISITORS: Stage[Visitor] = Stage(
@@ -113,7 +119,7 @@ JOURNEYS: Stage[Journey] = Stage(
     apply_to_journey,
     journey_to_wire,
     journey_from_wire,
-    _emit_rows,
+    _emit_journey_rows,
     lambda journey: journey.newest_event_at,
     journey_expires_at,
 )

@@ -17,7 +17,7 @@ from attribution.messages import (
     VisitorLink,
     Wire,
 )
-from attribution.rows import IdentityConflict
+from attribution.rows import IdentityConflict, IdentityLinked
 from attribution.rules import Rules, same_day
 
 
@@ -32,7 +32,7 @@ class Visitor:
     newest_event_at: datetime | None = None
 
 
-VisitorOutput = TouchpointsArrived | IdentityConflict
+VisitorOutput = TouchpointsArrived | IdentityLinked | IdentityConflict
 
 
 def _expire(visitor: Visitor, moment: datetime, rules: Rules) -> None:
@@ -61,6 +61,9 @@ def visitor_expires_at(visitor: Visitor, rules: Rules) -> datetime | None:
 def _link(visitor: Visitor, link: VisitorLink) -> list[VisitorOutput]:
     if visitor.customer_id and visitor.customer_id != link.customer_id:
         return [IdentityConflict(visitor.visitor_id, visitor.customer_id, link.customer_id)]
+    merged: list[VisitorOutput] = (
+        [] if visitor.customer_id else [IdentityLinked(visitor.visitor_id, link.customer_id)]
+    )
     visitor.customer_id = link.customer_id
     if visitor.linked_at is None or link.occurred_at < visitor.linked_at:
         visitor.linked_at = link.occurred_at
@@ -72,7 +75,8 @@ def _link(visitor: Visitor, link: VisitorLink) -> list[VisitorOutput]:
             visitor.visitor_id,
             visitor.linked_at,
             tuple(visitor.waiting.values()),
-        )
+        ),
+        *merged,
     ]
 
 

@@ -25,7 +25,7 @@ from attribution.messages import (
     order_key,
 )
 from attribution.routing import route_event
-from attribution.rows import CreditRow, Rejection, Row
+from attribution.rows import CreditRow, IdentityConflict, Rejection, Row
 from attribution.rules import Rules
 from schemas.events import Event
 
@@ -67,7 +67,7 @@ class LocalPipeline:
             for output in visitor_outputs:
                 if isinstance(output, TouchpointsArrived):
                     journey_commands.append(output)
-                else:
+                elif isinstance(output, IdentityConflict):
                     self.identity_conflicts += 1
         for order_command in routed.to_orders:
             key = order_key(order_command)

@@ -150,6 +150,14 @@ class Rejection:
 
 
 @dataclass(frozen=True, slots=True)
+class IdentityLinked:
+    """A visitor linked to a customer for the first time: its journey merges into theirs."""
+
+    visitor_id: str
+    customer_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class IdentityConflict:
     """A later link of a visitor to another customer: counted and ignored (SPEC 2.5)."""
 

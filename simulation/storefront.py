@@ -19,18 +19,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from attribution.benchmarks import CATEGORY_BENCHMARKS
 from attribution.catalog import StaticCatalog
 from schemas.catalog import read_catalog_dir
 from sinks.catalog_store import to_static_catalog
 
-CATEGORY_BENCHMARKS: dict[str, tuple[float, float, int, int]] = {
-    # category: (conversion rate low, high, AOV low, high in USD)
-    "fashion": (0.02, 0.05, 35, 65),
-    "beauty": (0.03, 0.07, 45, 85),
-    "electronics": (0.01, 0.03, 150, 400),
-    "home": (0.02, 0.04, 50, 120),
-    "food": (0.04, 0.08, 25, 50),
-}
 PLATFORMS = ("instagram", "tiktok", "youtube", "pinterest")
 TIER_FOLLOWERS = {
     "nano": (1_000, 9_999),
@@ -196,7 +189,9 @@ class Storefront:
         customer = f"cust-{person}"
         phone, laptop = f"vis-{person}-a", f"vis-{person}-b"
         inf = self._pick_influencer()
-        conv_low, conv_high, aov_low, aov_high = CATEGORY_BENCHMARKS[inf.category]
+        benchmark = CATEGORY_BENCHMARKS[inf.category]
+        conv_low, conv_high = float(benchmark.conversion_low), float(benchmark.conversion_high)
+        aov_low, aov_high = int(benchmark.aov_low), int(benchmark.aov_high)
         events: list[dict[str, Any]] = []
         moment = at
         for click in range(rng.randint(1, 3)):

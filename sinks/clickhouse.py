@@ -267,7 +267,9 @@ class ClickHouseWriter:
             self._client.insert(table, data, column_names=names)
         return sum(len(table_rows) for table_rows in by_table.values())
 
-    def query(self, sql: str, *, readonly: bool = True) -> tuple[list[str], list[list[Any]]]:
+    def query(
+        self, sql: str, *, readonly: bool = True, parameters: dict[str, Any] | None = None
+    ) -> tuple[list[str], list[list[Any]]]:
         settings = {"readonly": 1} if readonly else None
-        result = self._client.query(sql, settings=settings)
+        result = self._client.query(sql, parameters=parameters, settings=settings)
         return list(result.column_names), [list(row) for row in result.result_rows]

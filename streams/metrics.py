@@ -1,7 +1,15 @@
 """Every Prometheus metric of the worker, in one place, on a registry passed in.
 
-Labels are bounded: event types, table names, dead-letter fields, stages. Never an
+Labels are bounded: event types, table names, dead-letter fields, topics and partitions,
+models, tiers, platforms, currencies, and the catalog's campaigns and categories. Never an
 order, customer or visitor id.
+
+Latencies start when the storefront event reached Kafka: its record timestamp is carried on
+every command and row it leads to (`occurred_at` can be days old for a late event).
+
+The business gauges (`attribution_credited_*`, `attribution_campaign_*`,
+`attribution_restated_orders`) are read from ClickHouse's final state, so they are global,
+not per worker: aggregate them across workers with max(), never sum().
 """
 
 from __future__ import annotations
@@ -11,10 +19,12 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from attribution.benchmarks import CATEGORY_BENCHMARKS
 from schemas.events import EVENT_MODELS
 
 BATCH_SIZE_BUCKETS = (1, 10, 50, 100, 500, 1000, 2500, 5000, 10000, 25000)
 SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 1.5, 2.5, 5, 10, 30, 60, 300)
 
 
 _EVENT_FIELDS = frozenset(name for model in EVENT_MODELS.values() for name in model.model_fields)
@@ -106,3 +116,91 @@ class Metrics:
             "Failed ClickHouse inserts (each is retried until it succeeds).",
             registry=registry,
         )
+        self.sink_retries = Counter(
+            "attribution_sink_retries",
+            "Attempts to store a batch again after ClickHouse refused it.",
+            registry=registry,
+        )
+        self.identity_merges = Counter(
+            "attribution_identity_merges",
+            "Visitors linked to a customer for the first time (their journeys merged).",
+            registry=registry,
+        )
+        self.consumer_lag = Gauge(
+            "attribution_consumer_lag",
+            "Records not yet committed, per input topic (without prefix) and partition.",
+            ["topic", "partition"],
+            registry=registry,
+        )
+        self.credit_emitted_latency = Histogram(
+            "attribution_credit_emitted_latency_seconds",
+            "From the event reaching Kafka to the credit rows it caused being emitted.",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.credit_stored_latency = Histogram(
+            "attribution_credit_stored_latency_seconds",
+            "From the event reaching Kafka to its credit rows being written to ClickHouse.",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.credited_revenue = Gauge(
+            "attribution_credited_revenue",
+            "Net revenue credited to influencers (final state), by model, tier, platform.",
+            ["model", "tier", "platform", "currency"],
+            registry=registry,
+        )
+        self.credited_conversions = Gauge(
+            "attribution_credited_conversions",
+            "Credited conversions (sum of credit, final state), by model, tier, platform.",
+            ["model", "tier", "platform"],
+            registry=registry,
+        )
+        self.restated_orders = Gauge(
+            "attribution_restated_orders",
+            "Orders whose credit was restated at least once (final version above 1).",
+            registry=registry,
+        )
+        self.campaign_clicks = Gauge(
+            "attribution_campaign_clicks",
+            "Influencer clicks of each live campaign.",
+            ["campaign", "category"],
+            registry=registry,
+        )
+        self.campaign_conversion_ratio = Gauge(
+            "attribution_campaign_conversion_ratio",
+            "Credited conversions / clicks of each live campaign, by model (0.035 is 3.5%).",
+            ["campaign", "category", "model"],
+            registry=registry,
+        )
+        self.campaign_aov = Gauge(
+            "attribution_campaign_aov",
+            "Credited revenue / credited conversions of each live campaign, by model.",
+            ["campaign", "category", "model", "currency"],
+            registry=registry,
+        )
+        self.campaign_start = Gauge(
+            "attribution_campaign_start_timestamp_seconds",
+            "When each live campaign started (Unix time).",
+            ["campaign", "category"],
+            registry=registry,
+        )
+        self.benchmark_conversion_ratio = Gauge(
+            "attribution_category_benchmark_conversion_ratio",
+            "The category's benchmark conversion rate range (bound: low, high).",
+            ["category", "bound"],
+            registry=registry,
+        )
+        self.benchmark_aov = Gauge(
+            "attribution_category_benchmark_aov",
+            "The category's benchmark AOV range in USD (bound: low, high).",
+            ["category", "bound"],
+            registry=registry,
+        )
+        for category, benchmark in CATEGORY_BENCHMARKS.items():
+            for bound, rate, aov in (
+                ("low", benchmark.conversion_low, benchmark.aov_low),
+                ("high", benchmark.conversion_high, benchmark.aov_high),
+            ):
+                self.benchmark_conversion_ratio.labels(category, bound).set(float(rate))
+                self.benchmark_aov.labels(category, bound).set(float(aov))

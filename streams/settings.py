@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
@@ -43,6 +44,9 @@ class Settings(BaseModel):
     stage_batch_seconds: float = 0.05
     catalog_refresh_seconds: float = 2.0
     sweep_interval_seconds: float = 60.0
+    lag_interval_seconds: float = 5.0
+    business_metrics_seconds: float = 30.0
+    log_format: Literal["text", "json"] = "text"
     identity_retention_days: float = 180
     collector_secret: SecretStr = SecretStr("")
     shopify_webhook_secret: SecretStr = SecretStr("")

@@ -12,7 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -78,6 +78,15 @@ class WorkerProcess:
     def metric(self, name: str, **labels: str) -> float:
         """One sample's value; 0 when the worker has not reported it yet."""
         return self.metrics().get((name, tuple(sorted(labels.items()))), 0.0)
+
+    def endpoint(self, path: str) -> tuple[int, dict[str, Any]]:
+        """The HTTP status and JSON body of one of the worker's endpoints."""
+        url = f"http://{self.settings.web_host}:{self.settings.web_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
 
     def wait_for_catalog(self, version: int, timeout: float = 30.0) -> None:
         """Block until the worker has loaded catalog `version` (it polls Redis)."""

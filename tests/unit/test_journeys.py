@@ -10,7 +10,10 @@ from decimal import Decimal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from attribution.identity import apply_to_visitor
+from attribution.messages import TouchpointsArrived, VisitorLink
 from attribution.replay import LocalPipeline
+from attribution.rows import IdentityConflict, IdentityLinked
 from attribution.rules import Rules
 from schemas.events import Event, validate_event
 from simulation.storefront import Storefront
@@ -96,6 +99,19 @@ def test_first_link_of_a_visitor_wins() -> None:
     )
     assert {row.influencer_id for row in pipeline.final_credits()} == {""}
     assert pipeline.identity_conflicts == 1
+
+
+def test_a_visitor_merges_into_a_customer_once_however_often_it_is_linked() -> None:
+    rules = Rules()
+    visitor, outputs = apply_to_visitor(None, VisitorLink("phone", "c1", at(0), "id1"), rules)
+    assert [type(output) for output in outputs] == [TouchpointsArrived, IdentityLinked]
+    for again in ("id1", "id2"):  # a redelivery, then a second identify of the same pair
+        visitor, outputs = apply_to_visitor(
+            visitor, VisitorLink("phone", "c1", at(1), again), rules
+        )
+        assert [type(output) for output in outputs] == [TouchpointsArrived]
+    visitor, outputs = apply_to_visitor(visitor, VisitorLink("phone", "c2", at(2), "id3"), rules)
+    assert [type(output) for output in outputs] == [IdentityConflict]
 
 
 def test_refunds_restate_every_model_and_over_refunds_are_rejected() -> None:

@@ -1,0 +1,119 @@
+"""What operations see while a worker runs: readiness, lag, latency and the business gauges."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+from schemas.catalog import read_catalog_dir
+from simulation.storefront import Storefront
+from sinks.catalog_store import publish_catalog
+from streams.settings import Settings
+from streams.worker_process import WorkerProcess
+from tests.integration.helpers import feed, replay_credits, wait_for_credits
+
+
+def eventually(check: Callable[[], bool], timeout: float = 60) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.5)
+    return check()
+
+
+def gauge(worker: WorkerProcess, name: str, **labels: str) -> Decimal:
+    """A last_click gauge's value, exact enough to compare with ClickHouse's sums."""
+    return Decimal(str(worker.metric(name, model="last_click", **labels)))
+
+
+def test_ready_lag_latency_and_campaign_gauges_of_a_live_storefront(
+    isolated_settings: Settings, tmp_path: Path
+) -> None:
+    settings = isolated_settings.model_copy(update={"business_metrics_seconds": 1.0})
+    # Campaigns run from 30 days before the storefront opens: they are live now.
+    storefront = Storefront(datetime.now(UTC) - timedelta(days=1), seed=5)
+    catalog_dir = storefront.write_catalog(tmp_path / "catalog")
+    version = publish_catalog(
+        settings.redis_url, settings.topic_prefix, read_catalog_dir(catalog_dir)
+    )
+    lines = [json.dumps(event).encode() for event in storefront.events(300, timedelta(hours=12))]
+    expected = replay_credits(lines, catalog_dir, settings)
+
+    worker = WorkerProcess(settings, tmp_path / "worker.log")
+    worker.start()
+    try:
+        status, ready = worker.endpoint("/ready")
+        assert (status, ready) == (
+            200,
+            {
+                "ready": True,
+                "partitions_assigned": True,
+                "tables_recovered": True,
+                "clickhouse": True,
+            },
+        )
+        worker.wait_for_catalog(version)
+        feed(settings, lines)
+        assert wait_for_credits(worker, expected) == expected
+
+        # Every event is committed in the end: no lag left on any events partition.
+        assert eventually(
+            lambda: (
+                all(
+                    worker.metric("attribution_consumer_lag", topic="events", partition=str(p)) == 0
+                    for p in range(settings.partitions)
+                )
+                and worker.metric("attribution_events_consumed_total") == len(lines)
+            )
+        )
+        credited_orders = worker.sql(
+            "SELECT uniqExact(order_id) FROM credits FINAL"
+            " WHERE NOT is_deleted AND influencer_id != ''"
+        )[0][0]
+        assert worker.metric("attribution_credit_emitted_latency_seconds_count") >= credited_orders
+        assert worker.metric("attribution_credit_stored_latency_seconds_count") >= credited_orders
+        linked_visitors = worker.sql("SELECT uniqExact(visitor_id) FROM identity_links FINAL")[0][0]
+        assert worker.metric("attribution_identity_merges_total") == linked_visitors
+
+        # The campaign gauges equal the KPIs computed from ClickHouse's final state.
+        rows = worker.sql(
+            """
+            SELECT c.campaign_id, toString(c.conversions), k.clicks, toString(c.revenue)
+            FROM (SELECT campaign_id, sum(credit) AS conversions, sum(revenue_credit) AS revenue
+                  FROM credits FINAL WHERE NOT is_deleted AND model = 'last_click'
+                  AND influencer_id != '' GROUP BY campaign_id) AS c
+            JOIN (SELECT campaign_id, count() AS clicks FROM clicks FINAL
+                  GROUP BY campaign_id) AS k USING campaign_id
+            """
+        )
+        assert len(rows) == 5
+        categories = {
+            f"cmp-{category}": category
+            for category in ("fashion", "beauty", "electronics", "home", "food")
+        }
+        for campaign_id, conversions, clicks, revenue in rows:
+            labels = {"campaign": campaign_id, "category": categories[campaign_id]}
+            rate = Decimal(str(conversions)) / int(clicks)
+            aov = Decimal(str(revenue)) / Decimal(str(conversions))
+
+            def rate_is_exported(labels: dict[str, str] = labels, rate: Decimal = rate) -> bool:
+                exported = gauge(worker, "attribution_campaign_conversion_ratio", **labels)
+                return abs(exported - rate) < Decimal("1e-9")
+
+            assert eventually(rate_is_exported)
+            assert worker.metric("attribution_campaign_clicks", **labels) == int(clicks)
+            exported_aov = gauge(worker, "attribution_campaign_aov", currency="USD", **labels)
+            assert abs(exported_aov - aov) < Decimal("1e-6")
+        assert (
+            worker.metric(
+                "attribution_category_benchmark_conversion_ratio", category="beauty", bound="low"
+            )
+            == 0.03
+        )
+    finally:
+        assert worker.stop() == 0
