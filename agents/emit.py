@@ -7,6 +7,7 @@ latency histograms measure end to end.
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -65,6 +66,21 @@ async def send_journey_command(topology: Topology, command: JourneyCommand) -> N
     )
 
 
+def _parsed(payload: bytes | dict[str, Any]) -> Any:
+    if not isinstance(payload, bytes):
+        return payload
+    try:
+        return json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _claimed_event_id(document: Any) -> str:
+    """The `event_id` an invalid payload carries, if it carries a usable one."""
+    claimed = document.get("event_id") if isinstance(document, dict) else None
+    return claimed[:128] if isinstance(claimed, str) else ""
+
+
 async def send_dead_letter(
     topology: Topology,
     *,
@@ -74,6 +90,8 @@ async def send_dead_letter(
     event_id: str = "",
 ) -> None:
     """An invalid event with its raw payload, the reason and when it was refused."""
+    document = _parsed(payload)
+    event_id = event_id or _claimed_event_id(document)
     record: dict[str, Any] = {
         "event_id": event_id,
         "field": field,
@@ -84,8 +102,14 @@ async def send_dead_letter(
         record["payload"] = payload.decode("utf-8", errors="replace")
     else:
         record["payload"] = payload
-    log.warning("dead letter event_id=%s field=%s reason=%s", event_id, field, reason)
-    topology.metrics.dead_letters.labels(type_label(payload), field_label(field)).inc()
+    log.warning(
+        "dead letter event_id=%s field=%s reason=%s",
+        event_id,
+        field,
+        reason,
+        extra={"event_id": event_id},
+    )
+    topology.metrics.dead_letters.labels(type_label(document), field_label(field)).inc()
     await topology.dead_letters.send(value=encode(record))
 
 

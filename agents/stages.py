@@ -44,7 +44,13 @@ from attribution.ledger import (
     ledger_newest_event_at,
     ledger_to_wire,
 )
-from attribution.messages import OrderUpdated, TouchpointsArrived, Wire, command_from_wire
+from attribution.messages import (
+    OrderUpdated,
+    TouchpointsArrived,
+    Wire,
+    command_from_wire,
+    wire_event_ids,
+)
 from attribution.rows import CreditRow, IdentityConflict, IdentityLinked, Rejection
 from attribution.rules import Rules
 from streams.app import Topology
@@ -184,9 +190,17 @@ def _register_stage(topology: Topology, stage: Stage[Any], source: Any, table: A
                 try:
                     state, outputs = stage.apply(state, command_from_wire(wire), rules)
                 except Exception as error:  # a bug must not stop the pipeline: dead-letter it
-                    log.exception("stage %s failed on key %r", stage.name, key)
+                    event_ids = ",".join(wire_event_ids(wire))
+                    log.exception(
+                        "stage %s failed on key %r (events %s)",
+                        stage.name,
+                        key,
+                        event_ids,
+                        extra={"event_id": event_ids},
+                    )
                     await send_rejection(
-                        topology, Rejection("", "", f"{stage.name} failed: {error!r}", wire)
+                        topology,
+                        Rejection(event_ids, "", f"{stage.name} failed: {error!r}", wire),
                     )
                 else:
                     unsaved[key] = (state, event.message.partition)

@@ -276,3 +276,18 @@ def command_from_wire(wire: Wire) -> VisitorCommand | OrderCommand | JourneyComm
                 tuple(Touchpoint.from_wire(code) for code in wire["codes"]),
             )
     raise ValueError(f"unknown command kind {wire['kind']!r}")
+
+
+def wire_event_ids(wire: Wire) -> list[str]:
+    """The ids of the events a command's wire form carries, for error reports.
+
+    >>> wire_event_ids({"kind": "touchpoints", "tps": [{"e": "k1"}, {"e": "k2"}]})
+    ['k1', 'k2']
+    """
+    found = [wire["e"]] if isinstance(wire.get("e"), str) else []
+    for value in wire.values():
+        nested = value if isinstance(value, list) else [value]
+        for item in nested:
+            if isinstance(item, dict):
+                found += wire_event_ids(item)
+    return found

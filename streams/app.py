@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from sinks.catalog_store import RedisCatalogCache
 from sinks.clickhouse import ClickHouseWriter, connect, ensure_schema
+from streams.logs import json_logging_config
 from streams.metrics import Metrics
 from streams.recovery import SeekThenResumeTableManager
 from streams.settings import Settings
@@ -81,6 +82,9 @@ def create_topology(settings: Settings) -> Topology:
         producer_acks=-1,
         producer_linger_ms=5,
         TableManager=SeekThenResumeTableManager,
+        logging_config=(
+            json_logging_config(settings.log_level) if settings.log_format == "json" else None
+        ),
     )
 
     def topic(name: str) -> Any:

@@ -14,7 +14,6 @@ not per worker: aggregate them across workers with max(), never sum().
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -30,14 +29,10 @@ LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 1.5, 2.5, 5, 10, 30, 60, 300)
 _EVENT_FIELDS = frozenset(name for model in EVENT_MODELS.values() for name in model.model_fields)
 
 
-def type_label(payload: Any) -> str:
-    """The event type of a dead letter's payload when it names a known one, else 'unknown'."""
-    if isinstance(payload, bytes):
-        try:
-            payload = json.loads(payload)
-        except (ValueError, RecursionError):
-            return "unknown"
-    kind = payload.get("type") if isinstance(payload, dict) else None
+def type_label(document: Any) -> str:
+    """The event type of a dead letter's parsed payload when it names a known one, else
+    'unknown'."""
+    kind = document.get("type") if isinstance(document, dict) else None
     return kind if isinstance(kind, str) and kind in EVENT_MODELS else "unknown"
 
 

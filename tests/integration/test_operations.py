@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -9,12 +10,21 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
 from schemas.catalog import read_catalog_dir
 from simulation.storefront import Storefront
 from sinks.catalog_store import publish_catalog
 from streams.settings import Settings
+from streams.topics import STREAM_TOPICS
 from streams.worker_process import WorkerProcess
-from tests.integration.helpers import feed, replay_credits, wait_for_credits
+from tests.integration.helpers import (
+    EXAMPLES,
+    clickhouse_credits,
+    feed,
+    replay_credits,
+    wait_for_credits,
+)
 
 
 def eventually(check: Callable[[], bool], timeout: float = 60) -> bool:
@@ -117,3 +127,94 @@ def test_ready_lag_latency_and_campaign_gauges_of_a_live_storefront(
         )
     finally:
         assert worker.stop() == 0
+
+
+def committed_and_end_offsets(settings: Settings, topic: str) -> tuple[list[int], list[int]]:
+    async def read() -> tuple[list[int], list[int]]:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers, group_id=settings.app_id
+        )
+        await consumer.start()
+        try:
+            partitions = [
+                TopicPartition(settings.topic(topic), p) for p in range(settings.partitions)
+            ]
+            ends = await consumer.end_offsets(partitions)
+            committed = [await consumer.committed(tp) or 0 for tp in partitions]
+            return committed, [ends[tp] for tp in partitions]
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(read())
+
+
+def test_sigterm_stores_held_rows_commits_and_exits_in_time(
+    isolated_settings: Settings, tmp_path: Path
+) -> None:
+    # The sink holds every row until it is flushed: only the shutdown can store them.
+    settings = isolated_settings.model_copy(
+        update={
+            "sink_batch_seconds": 3600.0,
+            "sink_batch_rows": 1_000_000,
+            "lag_interval_seconds": 0.5,
+        }
+    )
+    version = publish_catalog(
+        settings.redis_url, settings.topic_prefix, read_catalog_dir(EXAMPLES / "catalog")
+    )
+    lines = (EXAMPLES / "events.jsonl").read_bytes().splitlines()
+    expected = replay_credits(lines, EXAMPLES / "catalog", settings)
+    worker = WorkerProcess(settings, tmp_path / "worker.log")
+    worker.start()
+    try:
+        worker.wait_for_catalog(version)
+        feed(settings, lines)
+
+        def only_rows_are_held() -> bool:
+            lag = {
+                topic: sum(
+                    worker.metric("attribution_consumer_lag", topic=topic, partition=str(p))
+                    for p in range(settings.partitions)
+                )
+                for topic in STREAM_TOPICS
+            }
+            return lag.pop("rows") > 0 and not any(lag.values())
+
+        assert eventually(only_rows_are_held)
+        assert worker.sql("SELECT count() FROM credits") == [[0]]
+
+        began = time.monotonic()
+        assert worker.stop(timeout=30) == 0  # a clean exit: not killed after the timeout
+        assert time.monotonic() - began < 30
+        committed, ends = committed_and_end_offsets(settings, "rows")
+        assert committed == ends
+
+        worker.start()
+        assert clickhouse_credits(worker) == expected
+    finally:
+        worker.stop()
+
+
+def test_json_logs_carry_the_event_id_of_a_refused_event(
+    isolated_settings: Settings, tmp_path: Path
+) -> None:
+    settings = isolated_settings.model_copy(update={"log_format": "json"})
+    worker = WorkerProcess(settings, tmp_path / "worker.log")
+    worker.start()
+    try:
+        bad = {"type": "click", "event_id": "evt-bad-1", "occurred_at": "yesterday"}
+        feed(settings, [json.dumps(bad).encode()])
+
+        def refusal_logged() -> bool:
+            for line in worker.log_path.read_text(errors="replace").splitlines():
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict) and record.get("event_id") == "evt-bad-1":
+                    return record["level"] == "warning" and "occurred_at" in record["message"]
+            return False
+
+        assert eventually(refusal_logged)
+    finally:
+        worker.stop()
