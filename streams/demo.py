@@ -75,8 +75,8 @@ def run_demo(base: Settings, seconds: float) -> int:
         worker.wait_for_catalog(version)
         base_url = f"http://{settings.web_host}:{settings.web_port}"
         print(
-            f"worker ready: metrics {base_url}/metrics, health {base_url}/health, "
-            f"SQL {base_url}/sql, log {worker.log_path}"
+            f"worker ready: metrics {base_url}/metrics, readiness {base_url}/ready, "
+            f"SQL {base_url}/sql, log {worker.log_path} (alerts and dashboards: docs/operations.md)"
         )
         orders = _run_storefront(settings, storefront, seconds)
         _wait_for_orders(worker, orders)
