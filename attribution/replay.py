@@ -54,6 +54,8 @@ class LocalPipeline:
     credits: dict[CreditKey, CreditRow] = field(default_factory=dict)
     rejections: list[Rejection] = field(default_factory=list)
     identity_conflicts: int = 0
+    # Every row the pipeline emits, as the worker would send it to ClickHouse (tests, loads).
+    on_rows: Callable[[list[Row]], None] | None = None
 
     def feed(self, event: Event) -> None:
         routed = route_event(event, self.catalog)
@@ -104,6 +106,9 @@ class LocalPipeline:
 
     def _emit(self, rows: Iterable[Row]) -> None:
         """Keep the newest version of each credit key; other rows only matter to ClickHouse."""
+        rows = list(rows)
+        if self.on_rows is not None:
+            self.on_rows(rows)
         for row in rows:
             if isinstance(row, CreditRow):
                 key = (row.order_id, row.model, row.touchpoint_event_id)

@@ -233,11 +233,6 @@ def connect(dsn: str) -> Client:
     return clickhouse_connect.get_client(dsn=dsn)
 
 
-def ensure_schema(client: Client) -> None:
-    for statement in SCHEMA:
-        client.command(statement)
-
-
 def to_columns(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
     """Wire rows of one table as ClickHouse column names and row values."""
     names = [name for name in rows[0] if name != "table"]

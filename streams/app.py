@@ -18,7 +18,8 @@ import faust
 from prometheus_client import CollectorRegistry
 
 from sinks.catalog_store import RedisCatalogCache
-from sinks.clickhouse import ClickHouseWriter, connect, ensure_schema
+from sinks.clickhouse import ClickHouseWriter, connect
+from sinks.migrations import migrate
 from streams.logs import json_logging_config
 from streams.metrics import Metrics
 from streams.recovery import SeekThenResumeTableManager
@@ -35,7 +36,7 @@ class ClickHouseHandle:
     def writer(self) -> ClickHouseWriter:
         if self._writer is None:
             client = connect(self.dsn)
-            ensure_schema(client)
+            migrate(client)
             self._writer = ClickHouseWriter(client)
         return self._writer
 

@@ -132,10 +132,11 @@ def run_sql(settings: Settings, sql: str) -> tuple[list[str], list[list[object]]
     try:
         result = query_worker(settings, sql)
     except (urllib.error.URLError, ConnectionError):
-        from sinks.clickhouse import ClickHouseWriter, connect, ensure_schema
+        from sinks.clickhouse import ClickHouseWriter, connect
+        from sinks.migrations import migrate
 
         client = connect(settings.clickhouse)
-        ensure_schema(client)
+        migrate(client)
         return ClickHouseWriter(client).query(sql)
     if "error" in result:
         raise RuntimeError(str(result["error"]))

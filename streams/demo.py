@@ -105,9 +105,11 @@ def run_demo(base: Settings, seconds: float) -> int:
         _print_table(columns, rows)
         totals = worker.sql("SELECT count(), sum(net_revenue) FROM orders FINAL")[0]
         print(
-            f"\n{totals[0]} orders, net revenue {totals[1]} USD; "
-            'try: attribution sql "SELECT model, sum(revenue_credit) FROM credits FINAL '
-            'GROUP BY model"'
+            f"\n{totals[0]} orders, net revenue {totals[1]} USD; try:\n"
+            f"  ATTRIBUTION_DATA_DIR={settings.data_dir} .venv/bin/attribution sql "
+            '"SELECT campaign_id, model, credited_revenue, roas FROM campaign_kpis '
+            'ORDER BY campaign_id, model"\n'
+            "  (more queries: docs/analytics.md)"
         )
     finally:
         worker.stop()

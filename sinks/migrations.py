@@ -1,0 +1,267 @@
+"""The ClickHouse schema as numbered migrations, applied in order at start-up.
+
+Each applied migration is recorded in `schema_migrations`; starting again applies only the
+new ones. Every statement is idempotent (IF NOT EXISTS, CREATE OR REPLACE, inserts into
+ReplacingMergeTree tables keyed by what they insert), so two workers starting at once
+against one server end with the same schema.
+
+The KPI views read the final state (FINAL, deletions dropped) and follow SPEC 6. Ratios are
+exact decimals (`divideDecimal`), NULL when their denominator is 0. Revenue sums assume one
+currency per campaign (the campaign's `currency`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from clickhouse_connect.driver.client import Client
+
+from attribution.benchmarks import CATEGORY_BENCHMARKS
+from sinks.clickhouse import SCHEMA
+
+MODELS_ARRAY = "['first_click', 'last_click', 'linear', 'position_based', 'time_decay']"
+DEFAULT_MARGIN = "0.30"  # the campaign guide's worked example; set yours in category_margins
+
+
+def ratio(numerator: str, denominator: str, scale: int = 6) -> str:
+    """SQL for numerator / denominator as a decimal of `scale` digits, NULL when dividing by 0."""
+    return (
+        f"if(({denominator}) = 0, NULL, divideDecimal(toDecimal128({numerator}, 18), "
+        f"toDecimal128(if(({denominator}) = 0, 1, {denominator}), 18), {scale}))"
+    )
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+REFERENCE_TABLES = (
+    """
+    CREATE TABLE IF NOT EXISTS category_benchmarks (
+        category LowCardinality(String),
+        conversion_rate_low Decimal(9, 4),
+        conversion_rate_high Decimal(9, 4),
+        aov_low Decimal(38, 4),
+        aov_high Decimal(38, 4)
+    ) ENGINE = ReplacingMergeTree ORDER BY category
+    """,
+    "INSERT INTO category_benchmarks VALUES "
+    + ", ".join(
+        f"('{category}', {benchmark.conversion_low * 100}, {benchmark.conversion_high * 100}, "
+        f"{benchmark.aov_low}, {benchmark.aov_high})"
+        for category, benchmark in CATEGORY_BENCHMARKS.items()
+    ),
+    """
+    CREATE TABLE IF NOT EXISTS category_margins (
+        category LowCardinality(String),
+        margin Decimal(9, 6),
+        updated_at DateTime64(3, 'UTC') DEFAULT now64(3)
+    ) ENGINE = ReplacingMergeTree(updated_at) ORDER BY category
+    """,
+    # Only categories without a margin yet: a margin an analyst set is never overwritten.
+    f"""
+    INSERT INTO category_margins (category, margin)
+    SELECT category, {DEFAULT_MARGIN} FROM category_benchmarks FINAL
+    WHERE category NOT IN (SELECT category FROM category_margins)
+    """,
+)
+
+KPI_VIEWS = (
+    """
+    CREATE OR REPLACE VIEW first_orders AS
+    SELECT customer_id, argMin(order_id, order_at) AS order_id, min(order_at) AS first_order_at
+    FROM orders FINAL
+    GROUP BY customer_id
+    """,
+    """
+    CREATE OR REPLACE VIEW credit_facts AS
+    SELECT c.order_id AS order_id, c.model AS model, c.order_at AS order_at,
+           c.customer_id AS customer_id, c.influencer_id AS influencer_id,
+           c.campaign_id AS campaign_id, c.tier AS tier, c.platform AS platform,
+           ifNull(k.category, '') AS category, c.currency AS currency,
+           c.credit AS credit, c.revenue_credit AS revenue_credit,
+           o.total AS order_total, o.refunded AS order_refunded,
+           c.order_id IN (SELECT order_id FROM first_orders) AS new_customer
+    FROM (SELECT * FROM credits FINAL WHERE NOT is_deleted AND influencer_id != '') AS c
+    LEFT JOIN (SELECT order_id, total, refunded FROM orders FINAL) AS o ON o.order_id = c.order_id
+    LEFT JOIN catalog_campaigns AS k ON k.campaign_id = c.campaign_id
+    """,
+    f"""
+    CREATE OR REPLACE VIEW kpi_daily AS
+    SELECT d.day AS day, d.model AS model, d.influencer_id AS influencer_id,
+           d.campaign_id AS campaign_id,
+           ifNull(i.tier, '') AS tier, ifNull(i.platform, '') AS platform,
+           ifNull(k.category, '') AS category,
+           d.clicks AS clicks, d.impressions AS impressions, d.likes AS likes,
+           d.comments AS comments, d.followers AS followers,
+           {ratio("100 * d.clicks", "d.impressions", 4)} AS ctr,
+           {ratio("100 * (d.likes + d.comments)", "d.followers", 4)} AS engagement_rate,
+           d.credited_conversions AS credited_conversions,
+           {ratio("100 * d.credited_conversions", "d.clicks", 4)} AS conversion_rate,
+           d.credited_revenue AS credited_revenue,
+           {ratio("d.credited_revenue", "d.credited_conversions", 4)} AS aov,
+           d.gross_revenue AS gross_revenue, d.refunded AS refunded,
+           {ratio("d.refunded", "d.gross_revenue")} AS return_rate,
+           d.new_customers AS new_customers
+    FROM (
+        SELECT day, model, influencer_id, campaign_id,
+               sum(n_click) AS clicks, sum(n_impression) AS impressions, sum(n_like) AS likes,
+               sum(n_comment) AS comments, sum(n_follower) AS followers,
+               sum(credit) AS credited_conversions, sum(revenue) AS credited_revenue,
+               sum(gross) AS gross_revenue, sum(refund) AS refunded,
+               sum(new_customer) AS new_customers
+        FROM (
+            SELECT toDate(order_at) AS day, model, influencer_id, campaign_id,
+                   0 AS n_click, 0 AS n_impression, 0 AS n_like, 0 AS n_comment, 0 AS n_follower,
+                   credit, toDecimal128(revenue_credit, 4) AS revenue,
+                   toDecimal128(credit * order_total, 4) AS gross,
+                   toDecimal128(credit * order_refunded, 4) AS refund,
+                   if(new_customer, credit, toDecimal128(0, 18)) AS new_customer
+            FROM credit_facts
+            UNION ALL
+            SELECT toDate(occurred_at), model, influencer_id, campaign_id, 1, 0, 0, 0, 0,
+                   toDecimal128(0, 18), toDecimal128(0, 4), toDecimal128(0, 4),
+                   toDecimal128(0, 4), toDecimal128(0, 18)
+            FROM clicks FINAL ARRAY JOIN {MODELS_ARRAY} AS model
+            WHERE influencer_id != ''
+            UNION ALL
+            SELECT toDate(occurred_at), model, influencer_id, campaign_id, 0, impressions,
+                   likes, comments, followers,
+                   toDecimal128(0, 18), toDecimal128(0, 4), toDecimal128(0, 4),
+                   toDecimal128(0, 4), toDecimal128(0, 18)
+            FROM content_metrics FINAL ARRAY JOIN {MODELS_ARRAY} AS model
+        )
+        GROUP BY day, model, influencer_id, campaign_id
+    ) AS d
+    LEFT JOIN catalog_influencers AS i ON i.influencer_id = d.influencer_id
+    LEFT JOIN catalog_campaigns AS k ON k.campaign_id = d.campaign_id
+    """,
+    # Spend per contract: fees per post x posts + retainer + commission on last-click credited
+    # revenue + the bonus once its metric exceeds its threshold (conversion_rate in percent,
+    # conversions, revenue or clicks; any other metric never pays).
+    f"""
+    CREATE OR REPLACE VIEW contract_spend AS
+    SELECT t.influencer_id AS influencer_id, t.campaign_id AS campaign_id,
+           ifNull(k.currency, '') AS currency,
+           t.fee_per_post * t.posts AS post_fees, t.retainer AS retainer,
+           toDecimal128(t.commission_rate * p.credited_revenue, 4) AS commission,
+           p.clicks AS clicks, p.credited_conversions AS credited_conversions,
+           p.credited_revenue AS credited_revenue,
+           multiIf(
+               t.bonus_metric = 'conversion_rate',
+               ifNull({ratio("100 * p.credited_conversions", "p.clicks")}, 0) > t.bonus_threshold,
+               t.bonus_metric = 'conversions', p.credited_conversions > t.bonus_threshold,
+               t.bonus_metric = 'revenue', p.credited_revenue > t.bonus_threshold,
+               t.bonus_metric = 'clicks', p.clicks > t.bonus_threshold,
+               false
+           ) AS bonus_earned,
+           if(bonus_earned, t.bonus_amount, toDecimal128(0, 4)) AS bonus,
+           toDecimal128(post_fees + retainer + commission + bonus, 4) AS spend
+    FROM catalog_contracts AS t
+    LEFT JOIN (
+        SELECT influencer_id, campaign_id, sum(clicks) AS clicks,
+               sum(credited_conversions) AS credited_conversions,
+               sum(credited_revenue) AS credited_revenue
+        FROM kpi_daily WHERE model = 'last_click'
+        GROUP BY influencer_id, campaign_id
+    ) AS p ON p.influencer_id = t.influencer_id AND p.campaign_id = t.campaign_id
+    LEFT JOIN catalog_campaigns AS k ON k.campaign_id = t.campaign_id
+    """,
+    """
+    CREATE OR REPLACE VIEW payouts AS
+    SELECT influencer_id, currency, sum(post_fees) AS post_fees, sum(retainer) AS retainers,
+           sum(commission) AS commissions, sum(bonus) AS bonuses, sum(spend) AS payout
+    FROM contract_spend
+    GROUP BY influencer_id, currency
+    """,
+    f"""
+    CREATE OR REPLACE VIEW campaign_kpis AS
+    SELECT d.campaign_id AS campaign_id, d.model AS model, d.category AS category,
+           d.clicks AS clicks, d.impressions AS impressions,
+           d.credited_conversions AS credited_conversions,
+           {ratio("100 * d.credited_conversions", "d.clicks", 4)} AS conversion_rate,
+           d.credited_revenue AS credited_revenue,
+           {ratio("d.credited_revenue", "d.credited_conversions", 4)} AS aov,
+           d.gross_revenue AS gross_revenue, d.refunded AS refunded,
+           {ratio("d.refunded", "d.gross_revenue")} AS return_rate,
+           d.new_customers AS new_customers,
+           ifNull(s.spend, toDecimal128(0, 4)) AS spend,
+           {ratio("d.credited_revenue", "spend", 4)} AS roas,
+           {ratio("spend", "d.new_customers", 4)} AS cac,
+           ifNull(m.margin, toDecimal64({DEFAULT_MARGIN}, 6)) AS margin,
+           toDecimal128(d.credited_revenue * margin - spend, 4) AS net_profit,
+           {ratio("net_profit", "spend", 4)} AS roi
+    FROM (
+        SELECT campaign_id, model, any(category) AS category, sum(clicks) AS clicks,
+               sum(impressions) AS impressions, sum(credited_conversions) AS credited_conversions,
+               sum(credited_revenue) AS credited_revenue, sum(gross_revenue) AS gross_revenue,
+               sum(refunded) AS refunded, sum(new_customers) AS new_customers
+        FROM kpi_daily GROUP BY campaign_id, model
+    ) AS d
+    LEFT JOIN (SELECT campaign_id, sum(spend) AS spend FROM contract_spend GROUP BY campaign_id)
+        AS s ON s.campaign_id = d.campaign_id
+    LEFT JOIN (SELECT category, margin FROM category_margins FINAL) AS m
+        ON m.category = d.category
+    """,
+    """
+    CREATE OR REPLACE VIEW campaign_benchmark_flags AS
+    SELECT c.campaign_id AS campaign_id, c.category AS category, c.clicks AS clicks,
+           c.conversion_rate AS conversion_rate, b.conversion_rate_low AS conversion_rate_low,
+           b.conversion_rate_high AS conversion_rate_high, c.aov AS aov,
+           b.aov_low AS aov_low, b.aov_high AS aov_high,
+           c.conversion_rate < b.conversion_rate_low AS conversion_rate_below,
+           c.aov < b.aov_low AS aov_below
+    FROM campaign_kpis AS c
+    INNER JOIN (SELECT * FROM category_benchmarks FINAL) AS b ON b.category = c.category
+    WHERE c.model = 'last_click' AND (conversion_rate_below OR aov_below)
+    """,
+    f"""
+    CREATE OR REPLACE VIEW customer_kpis AS
+    SELECT count() AS customers, countIf(orders >= 2) AS repeat_customers,
+           {ratio("repeat_customers", "customers")} AS repeat_purchase_rate,
+           sum(orders) AS orders_count, sum(net_revenue) AS net_revenue,
+           {ratio("net_revenue", "orders_count", 4)} AS aov,
+           {ratio("orders_count", "customers", 4)} AS purchase_frequency,
+           toDecimal128(aov * purchase_frequency * repeat_purchase_rate, 4) AS ltv
+    FROM (
+        SELECT customer_id, count() AS orders, sum(net_revenue) AS net_revenue
+        FROM orders FINAL GROUP BY customer_id
+    )
+    """,
+)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "raw events, credits, catalog dimensions", SCHEMA),
+    Migration(2, "category benchmarks and margins", REFERENCE_TABLES),
+    Migration(3, "KPI views, spend, payouts, benchmark flags", KPI_VIEWS),
+)
+
+
+def migrate(client: Client) -> list[int]:
+    """Apply the migrations not yet recorded; return the versions applied now."""
+    client.command(
+        """
+        CREATE TABLE IF NOT EXISTS schema_migrations (
+            version UInt32,
+            name String,
+            applied_at DateTime64(3, 'UTC') DEFAULT now64(3)
+        ) ENGINE = ReplacingMergeTree ORDER BY version
+        """
+    )
+    applied = {row[0] for row in client.query("SELECT version FROM schema_migrations").result_rows}
+    newly_applied = []
+    for migration in MIGRATIONS:
+        if migration.version in applied:
+            continue
+        for statement in migration.statements:
+            client.command(statement)
+        client.insert(
+            "schema_migrations",
+            [[migration.version, migration.name]],
+            column_names=["version", "name"],
+        )
+        newly_applied.append(migration.version)
+    return newly_applied
