@@ -70,6 +70,28 @@ def scenario() -> list[dict[str, Any]]:
             "amount": "10.00",
         }
     )
+    # One gadgets shopper clicks cara's link and buys a 20.00 cable: AOV far under electronics'.
+    events.append(
+        {
+            "type": "click",
+            "event_id": "k9",
+            "occurred_at": "2026-04-06T09:00:00Z",
+            "visitor_id": "v9",
+            "url": "https://shop.example/cable?utm_campaign=gadgets&utm_content=cara",
+        }
+    )
+    events.append(
+        {
+            "type": "order",
+            "event_id": "o9",
+            "occurred_at": "2026-04-06T10:00:00Z",
+            "order_id": "o9",
+            "customer_id": "u9",
+            "visitor_id": "v9",
+            "currency": "USD",
+            "total": "20.00",
+        }
+    )
     events.append(
         {
             "type": "content_metrics",
@@ -166,10 +188,22 @@ def test_daily_kpis_ctr_engagement_and_customers(analytics: ClickHouseWriter) ->
     assert first_day["ctr"] == Decimal("0.1")  # 1 / 1000 x 100
     assert first_day["engagement_rate"] == Decimal("0.1111")  # (40 + 10) / 45000 x 100
     customers = one(analytics, "SELECT * FROM customer_kpis")
-    assert customers["customers"] == 2
-    assert customers["repeat_purchase_rate"] == Decimal("0.5")
-    assert customers["purchase_frequency"] == Decimal("1.5")
-    assert customers["ltv"] == Decimal("42.4999")  # AOV 56.6666 x 1.5 x 0.5
+    # u1 (o1, o3), u2 (o2), u9 (o9): 4 orders, net 100 + 40 + 30 + 20 = 190
+    assert customers["customers"] == 3
+    assert customers["repeat_purchase_rate"] == Decimal("0.333333")  # 1 / 3
+    assert customers["aov"] == Decimal("47.5")  # 190 / 4
+    assert customers["purchase_frequency"] == Decimal("1.3333")  # 4 / 3
+    assert customers["ltv"] == Decimal("21.1105")  # 47.5 x 1.3333 x 0.333333
+
+
+def test_a_campaign_under_its_category_benchmark_is_flagged(analytics: ClickHouseWriter) -> None:
+    _, rows = analytics.query(
+        "SELECT campaign_id, conversion_rate, aov, conversion_rate_below, aov_below"
+        " FROM campaign_benchmark_flags"
+    )
+    # gadgets: 1 click, 1 order of 20.00 -> conversion 100% (fine), AOV 20 < 150 (electronics).
+    # spring: 75% and 56.67 sit inside fashion's 2-5% floor and 35-65 range: not flagged.
+    assert rows == [["gadgets", Decimal("100"), Decimal("20"), 0, 1]]
 
 
 def test_every_model_credits_the_same_net_revenue(analytics: ClickHouseWriter) -> None:
@@ -178,7 +212,7 @@ def test_every_model_credits_the_same_net_revenue(analytics: ClickHouseWriter) -
     )
     assert {model: revenue for model, revenue in rows} == dict.fromkeys(
         ("first_click", "last_click", "linear", "position_based", "time_decay"),
-        Decimal("170.00"),
+        Decimal("190.00"),  # 170.00 for anna's spring + 20.00 for cara's gadgets
     )
 
 
