@@ -12,7 +12,9 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
@@ -222,15 +224,32 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
 }
 
 
+def server_arguments(dsn: str) -> dict[str, Any]:
+    """`clickhouse_connect.get_client` arguments for an `http(s)://user:password@host:port/db`
+    DSN (percent-escapes decoded, so a password may hold any character).
+    """
+    parts = urlsplit(dsn)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not a ClickHouse server DSN (http(s)://user:pw@host:port/db): {dsn!r}")
+    secure = parts.scheme == "https"
+    return {
+        "host": parts.hostname,
+        "port": parts.port or (8443 if secure else 8123),
+        "secure": secure,
+        "username": unquote(parts.username or "default"),
+        "password": unquote(parts.password or ""),
+        "database": unquote(parts.path.strip("/")) or "default",
+    }
+
+
 def connect(dsn: str) -> Client:
     """A client for `chdb:///path` (embedded) or `http(s)://...` (server)."""
     if dsn.startswith("chdb://"):
         path = dsn.removeprefix("chdb://")
         if path:
-            from pathlib import Path
-
             Path(path).mkdir(parents=True, exist_ok=True)
-    return clickhouse_connect.get_client(dsn=dsn)
+        return clickhouse_connect.get_client(dsn=dsn)
+    return clickhouse_connect.get_client(**server_arguments(dsn))
 
 
 def to_columns(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
