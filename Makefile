@@ -46,5 +46,6 @@ clean:
 	devstack/stack stop
 	rm -rf .data
 
-bench: $(VENV)/.installed            ## replay throughput and memory per touchpoint (figures, not tests)
+bench: $(VENV)/.installed            ## replay throughput, memory per touchpoint, ClickHouse sink rows/s (figures, not tests)
 	$(BIN)/python -m bench.replay_bench --events 1000000
+	$(BIN)/python -m bench.sink_bench --rows 200000

@@ -1,0 +1,98 @@
+"""ClickHouse sink throughput into the embedded engine (rows/s). Prints figures, asserts nothing.
+
+python -m bench.sink_bench --rows 200000
+
+The rows are what the worker's sink receives (credit, order, click and other rows of a
+generated storefront, as JSON on the rows topic), written in the sink's batch size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from clickhouse_connect.driver.client import Client
+
+from attribution.replay import LocalPipeline
+from attribution.rows import Row
+from attribution.rules import Rules
+from schemas.events import decode_event
+from simulation.storefront import Storefront
+from sinks.clickhouse import ClickHouseWriter, connect
+from sinks.migrations import migrate
+from streams.codecs import decode, encode
+from streams.settings import Settings
+
+
+def _payloads(target: int) -> list[bytes]:
+    """At least `target` rows-topic payloads from a generated storefront."""
+    emitted: list[Row] = []
+    storefront = Storefront(datetime(2026, 6, 1, tzinfo=UTC), seed=3, influencers_count=60)
+    pipeline = LocalPipeline(storefront.static_catalog(), Rules(), on_rows=emitted.extend)
+    shopper = 0
+    while len(emitted) < target:
+        for event in storefront.shopper_events(
+            shopper, storefront.start + timedelta(minutes=shopper)
+        ):
+            pipeline.feed(decode_event(json.dumps(event).encode()))
+        shopper += 1
+    return [encode(row.to_wire()) for row in emitted[:target]]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--batch", type=int, default=Settings().sink_batch_rows)
+    parser.add_argument("--out", type=Path, default=Path("bench/results/sink.json"))
+    args = parser.parse_args()
+
+    payloads = _payloads(args.rows)
+    tables = Counter(decode(payload)["table"] for payload in payloads)
+    directory = Path(tempfile.mkdtemp(prefix="sink-bench-"))
+    try:
+        writer = ClickHouseWriter(_client(directory))
+        began = time.perf_counter()
+        insert_seconds = 0.0
+        for start in range(0, len(payloads), args.batch):
+            rows = [decode(payload) for payload in payloads[start : start + args.batch]]
+            inserting = time.perf_counter()
+            writer.insert_now(rows)
+            insert_seconds += time.perf_counter() - inserting
+        total_seconds = time.perf_counter() - began
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+    figures = {
+        "machine": {
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+        },
+        "rows": len(payloads),
+        "rows_by_table": dict(tables.most_common()),
+        "batch_rows": args.batch,
+        "average_row_bytes": round(sum(map(len, payloads)) / len(payloads)),
+        "sink_rows_per_second": round(len(payloads) / total_seconds),
+        "insert_only_rows_per_second": round(len(payloads) / insert_seconds),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(figures, indent=2))
+    for name, value in figures.items():
+        print(f"{name:30} {value}")
+
+
+def _client(directory: Path) -> Client:
+    client = connect(f"chdb://{directory / 'clickhouse'}")
+    migrate(client)
+    return client
+
+
+if __name__ == "__main__":
+    main()
