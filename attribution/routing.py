@@ -23,6 +23,7 @@ from attribution.rows import (
     CodeRedemptionRow,
     ContentMetricsRow,
     IdentityRow,
+    OrderItemRow,
     Row,
 )
 from schemas.events import (
@@ -108,6 +109,19 @@ def route_event(event: Event, catalog: Catalog) -> Routed:
             routed.to_visitors.append(link)
             routed.rows.append(row)
         case Order():
+            routed.rows.extend(
+                OrderItemRow(
+                    event.order_id,
+                    line,
+                    event.occurred_at,
+                    item.sku,
+                    item.category or "",
+                    item.quantity,
+                    item.unit_price,
+                    event.currency,
+                )
+                for line, item in enumerate(event.items, start=1)
+            )
             if event.visitor_id:
                 link, row = _link(event.visitor_id, event.customer_id, event)
                 routed.to_visitors.append(link)

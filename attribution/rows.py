@@ -67,6 +67,22 @@ class OrderRow(_Row):
 
 
 @dataclass(frozen=True, slots=True)
+class OrderItemRow(_Row):
+    """A line of an order as the storefront sent it (`line` counts from 1)."""
+
+    table: ClassVar[str] = "order_items"
+
+    order_id: str
+    line: int
+    order_at: datetime
+    sku: str
+    category: str
+    quantity: int
+    unit_price: Decimal
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
 class RefundRow(_Row):
     table: ClassVar[str] = "refunds"
 
@@ -169,6 +185,7 @@ class IdentityConflict:
 Row = (
     CreditRow
     | OrderRow
+    | OrderItemRow
     | RefundRow
     | ClickRow
     | CodeRedemptionRow

@@ -219,6 +219,7 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "refunded": _decimal,
     "net_revenue": _decimal,
     "amount": _decimal,
+    "unit_price": _decimal,
     "is_deleted": int,
     "known_code": int,
 }

@@ -233,10 +233,28 @@ KPI_VIEWS = (
     """,
 )
 
+ORDER_ITEMS = (
+    """
+    CREATE TABLE IF NOT EXISTS order_items (
+        order_id String,
+        line UInt32,
+        order_at DateTime64(6, 'UTC'),
+        sku String,
+        category LowCardinality(String),
+        quantity UInt32,
+        unit_price Decimal(38, 4),
+        currency LowCardinality(String)
+    ) ENGINE = ReplacingMergeTree
+    PARTITION BY toYYYYMM(order_at)
+    ORDER BY (order_id, line)
+    """,
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "raw events, credits, catalog dimensions", SCHEMA),
     Migration(2, "category benchmarks and margins", REFERENCE_TABLES),
     Migration(3, "KPI views, spend, payouts, benchmark flags", KPI_VIEWS),
+    Migration(4, "order items", ORDER_ITEMS),
 )
 
 

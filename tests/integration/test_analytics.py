@@ -43,10 +43,12 @@ def scenario() -> list[dict[str, Any]]:
                 "url": ANNA,
             }
         )
-    for event_id, day, customer, visitor, total in (
-        ("o1", "01", "u1", "v1", "100.00"),
-        ("o2", "02", "u2", "v2", "50.00"),
-        ("o3", "05", "u1", "v1", "30.00"),
+    dress = {"sku": "dress-1", "category": "fashion", "quantity": 2, "unit_price": "40.00"}
+    belt = {"sku": "belt-1", "category": "accessories", "quantity": 1, "unit_price": "20.00"}
+    for event_id, day, customer, visitor, total, items in (
+        ("o1", "01", "u1", "v1", "100.00", [dress, belt]),
+        ("o2", "02", "u2", "v2", "50.00", []),
+        ("o3", "05", "u1", "v1", "30.00", []),
     ):
         events.append(
             {
@@ -58,6 +60,7 @@ def scenario() -> list[dict[str, Any]]:
                 "visitor_id": visitor,
                 "currency": "USD",
                 "total": total,
+                "items": items,
             }
         )
     events.append(
@@ -214,6 +217,17 @@ def test_every_model_credits_the_same_net_revenue(analytics: ClickHouseWriter) -
         ("first_click", "last_click", "linear", "position_based", "time_decay"),
         Decimal("190.00"),  # 170.00 for anna's spring + 20.00 for cara's gadgets
     )
+
+
+def test_order_lines_are_kept_once_each(analytics: ClickHouseWriter) -> None:
+    _, rows = analytics.query(
+        "SELECT line, sku, category, quantity, unit_price FROM order_items FINAL"
+        " WHERE order_id = 'o1' ORDER BY line"
+    )
+    assert rows == [
+        [1, "dress-1", "fashion", 2, Decimal("40.00")],
+        [2, "belt-1", "accessories", 1, Decimal("20.00")],
+    ]
 
 
 def documented_queries() -> list[str]:
