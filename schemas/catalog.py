@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -72,6 +72,11 @@ class ContractRow(_Row):
     bonus_amount: Amount = Decimal(0)
     bonus_metric: Annotated[str, Field(max_length=64)] = ""
     bonus_threshold: Amount = Decimal(0)
+    # The model whose credited revenue the commission (and a revenue or conversion bonus) is
+    # paid on; an optional column after SPEC's nine.
+    commission_model: Literal[
+        "first_click", "last_click", "linear", "position_based", "time_decay"
+    ] = "last_click"
 
     def identity(self) -> tuple[str, ...]:
         return (self.influencer_id, self.campaign_id)

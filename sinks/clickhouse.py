@@ -19,6 +19,17 @@ from urllib.parse import unquote, urlsplit
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
+
+def catalog_view(name: str, create: str) -> str:
+    """The newest catalog version of `dim_<name>`. ClickHouse expands `*` when a view is
+    created: a column added to the table later needs the view created again."""
+    return f"""
+        {create} catalog_{name} AS
+        SELECT * EXCEPT catalog_version FROM dim_{name} FINAL
+        WHERE catalog_version = (SELECT max(catalog_version) FROM catalog_versions)
+        """
+
+
 SCHEMA: tuple[str, ...] = (
     """
     CREATE TABLE IF NOT EXISTS credits (
@@ -186,15 +197,12 @@ SCHEMA: tuple[str, ...] = (
         commission_rate Decimal(9, 6),
         bonus_amount Decimal(38, 4),
         bonus_metric LowCardinality(String),
-        bonus_threshold Decimal(38, 6)
+        bonus_threshold Decimal(38, 6),
+        commission_model LowCardinality(String) DEFAULT 'last_click'
     ) ENGINE = ReplacingMergeTree ORDER BY (catalog_version, influencer_id, campaign_id)
     """,
     *(
-        f"""
-        CREATE VIEW IF NOT EXISTS catalog_{name} AS
-        SELECT * EXCEPT catalog_version FROM dim_{name} FINAL
-        WHERE catalog_version = (SELECT max(catalog_version) FROM catalog_versions)
-        """
+        catalog_view(name, "CREATE VIEW IF NOT EXISTS")
         for name in ("influencers", "campaigns", "codes", "links", "contracts")
     ),
 )

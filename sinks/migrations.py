@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from clickhouse_connect.driver.client import Client
 
 from attribution.benchmarks import CATEGORY_BENCHMARKS
-from sinks.clickhouse import SCHEMA
+from sinks.clickhouse import SCHEMA, catalog_view
 
 MODELS_ARRAY = "['first_click', 'last_click', 'linear', 'position_based', 'time_decay']"
 DEFAULT_MARGIN = "0.30"  # the campaign guide's worked example; set yours in category_margins
@@ -139,8 +139,9 @@ KPI_VIEWS = (
     LEFT JOIN catalog_influencers AS i ON i.influencer_id = d.influencer_id
     LEFT JOIN catalog_campaigns AS k ON k.campaign_id = d.campaign_id
     """,
-    # Spend per contract: fees per post x posts + retainer + commission on last-click credited
-    # revenue + the bonus once its metric exceeds its threshold (conversion_rate in percent,
+    # Spend per contract: fees per post x posts + retainer + commission on the credited revenue
+    # of the contract's commission model (last click unless it names another) + the bonus once
+    # its metric, under that model, exceeds its threshold (conversion_rate in percent,
     # conversions, revenue or clicks; any other metric never pays).
     f"""
     CREATE OR REPLACE VIEW contract_spend AS
@@ -148,6 +149,7 @@ KPI_VIEWS = (
            ifNull(k.currency, '') AS currency,
            t.fee_per_post * t.posts AS post_fees, t.retainer AS retainer,
            toDecimal128(t.commission_rate * p.credited_revenue, 4) AS commission,
+           t.commission_model AS commission_model,
            p.clicks AS clicks, p.credited_conversions AS credited_conversions,
            p.credited_revenue AS credited_revenue,
            multiIf(
@@ -162,12 +164,13 @@ KPI_VIEWS = (
            toDecimal128(post_fees + retainer + commission + bonus, 4) AS spend
     FROM catalog_contracts AS t
     LEFT JOIN (
-        SELECT influencer_id, campaign_id, sum(clicks) AS clicks,
+        SELECT influencer_id, campaign_id, model, sum(clicks) AS clicks,
                sum(credited_conversions) AS credited_conversions,
                sum(credited_revenue) AS credited_revenue
-        FROM kpi_daily WHERE model = 'last_click'
-        GROUP BY influencer_id, campaign_id
+        FROM kpi_daily
+        GROUP BY influencer_id, campaign_id, model
     ) AS p ON p.influencer_id = t.influencer_id AND p.campaign_id = t.campaign_id
+        AND p.model = t.commission_model
     LEFT JOIN catalog_campaigns AS k ON k.campaign_id = t.campaign_id
     """,
     """
@@ -250,11 +253,19 @@ ORDER_ITEMS = (
     """,
 )
 
+# Data dirs created before migrations existed have no commission_model column yet.
+CONTRACT_MODEL = (
+    "ALTER TABLE dim_contracts ADD COLUMN IF NOT EXISTS "
+    "commission_model LowCardinality(String) DEFAULT 'last_click'",
+    catalog_view("contracts", "CREATE OR REPLACE VIEW"),
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "raw events, credits, catalog dimensions", SCHEMA),
-    Migration(2, "category benchmarks and margins", REFERENCE_TABLES),
-    Migration(3, "KPI views, spend, payouts, benchmark flags", KPI_VIEWS),
+    Migration(2, "contracts name the model their commission is paid on", CONTRACT_MODEL),
+    Migration(3, "category benchmarks and margins", REFERENCE_TABLES),
     Migration(4, "order items", ORDER_ITEMS),
+    Migration(5, "KPI views, spend, payouts, benchmark flags", KPI_VIEWS),
 )
 
 

@@ -75,3 +75,13 @@ def test_tiers_follow_the_guide() -> None:
         "macro",
         "mega",
     ]
+
+
+def test_a_contract_names_its_commission_model_or_pays_on_last_click(tmp_path: Path) -> None:
+    header = "influencer_id,campaign_id,commission_rate,commission_model\n"
+    write(tmp_path / "ok", "contracts.csv", header + "anna,spring,0.10,linear\nbob,spring,0.05,\n")
+    contracts = read_catalog_dir(tmp_path / "ok").contracts
+    assert [c.commission_model for c in contracts] == ["linear", "last_click"]
+    write(tmp_path / "bad", "contracts.csv", header + "anna,spring,0.10,last_touch\n")
+    error = error_of(tmp_path / "bad")
+    assert (error.file, error.line, error.field) == ("contracts.csv", 2, "commission_model")
