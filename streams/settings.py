@@ -38,7 +38,7 @@ class Settings(BaseModel):
     restatement_window_days: float = 7
     refund_window_days: float = 180
     max_touchpoints: int = 50
-    sink_batch_rows: int = 5000
+    sink_batch_rows: int = 20000
     sink_batch_seconds: float = 1.0
     stage_batch_events: int = 1000
     stage_batch_seconds: float = 0.05
