@@ -69,6 +69,15 @@ REFERENCE_TABLES = (
     """,
 )
 
+# What a row of totals `d` says about conversions, shared by the daily and campaign views.
+CONVERSION_COLUMNS = f"""d.credited_conversions AS credited_conversions,
+           {ratio("100 * d.credited_conversions", "d.clicks", 4)} AS conversion_rate,
+           d.credited_revenue AS credited_revenue,
+           {ratio("d.credited_revenue", "d.credited_conversions", 4)} AS aov,
+           d.gross_revenue AS gross_revenue, d.refunded AS refunded,
+           {ratio("d.refunded", "d.gross_revenue")} AS return_rate,
+           d.new_customers AS new_customers"""
+
 KPI_VIEWS = (
     """
     CREATE OR REPLACE VIEW first_orders AS
@@ -99,13 +108,7 @@ KPI_VIEWS = (
            d.comments AS comments, d.followers AS followers,
            {ratio("100 * d.clicks", "d.impressions", 4)} AS ctr,
            {ratio("100 * (d.likes + d.comments)", "d.followers", 4)} AS engagement_rate,
-           d.credited_conversions AS credited_conversions,
-           {ratio("100 * d.credited_conversions", "d.clicks", 4)} AS conversion_rate,
-           d.credited_revenue AS credited_revenue,
-           {ratio("d.credited_revenue", "d.credited_conversions", 4)} AS aov,
-           d.gross_revenue AS gross_revenue, d.refunded AS refunded,
-           {ratio("d.refunded", "d.gross_revenue")} AS return_rate,
-           d.new_customers AS new_customers
+           {CONVERSION_COLUMNS}
     FROM (
         SELECT day, model, influencer_id, campaign_id,
                sum(n_click) AS clicks, sum(n_impression) AS impressions, sum(n_like) AS likes,
@@ -184,13 +187,7 @@ KPI_VIEWS = (
     CREATE OR REPLACE VIEW campaign_kpis AS
     SELECT d.campaign_id AS campaign_id, d.model AS model, d.category AS category,
            d.clicks AS clicks, d.impressions AS impressions,
-           d.credited_conversions AS credited_conversions,
-           {ratio("100 * d.credited_conversions", "d.clicks", 4)} AS conversion_rate,
-           d.credited_revenue AS credited_revenue,
-           {ratio("d.credited_revenue", "d.credited_conversions", 4)} AS aov,
-           d.gross_revenue AS gross_revenue, d.refunded AS refunded,
-           {ratio("d.refunded", "d.gross_revenue")} AS return_rate,
-           d.new_customers AS new_customers,
+           {CONVERSION_COLUMNS},
            ifNull(s.spend, toDecimal128(0, 4)) AS spend,
            {ratio("d.credited_revenue", "spend", 4)} AS roas,
            {ratio("spend", "d.new_customers", 4)} AS cac,
