@@ -106,8 +106,8 @@ class LocalPipeline:
 
     def _emit(self, rows: Iterable[Row]) -> None:
         """Keep the newest version of each credit key; other rows only matter to ClickHouse."""
-        rows = list(rows)
         if self.on_rows is not None:
+            rows = list(rows)
             self.on_rows(rows)
         for row in rows:
             if isinstance(row, CreditRow):
