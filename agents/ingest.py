@@ -27,7 +27,7 @@ async def _ingest_one(topology: Topology, raw: bytes) -> None:
         await send_dead_letter(topology, payload=raw, field=error.field, reason=error.message)
         return
     topology.metrics.events_valid.labels(parsed.type).inc()
-    routed = route_event(parsed, topology.catalog.catalog)
+    routed = route_event(parsed, topology.catalog.catalog, topology.settings.pii_key)
     for visitor_command in routed.to_visitors:
         await send_visitor_command(topology, visitor_command)
     for order_command in routed.to_orders:

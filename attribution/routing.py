@@ -18,6 +18,7 @@ from attribution.messages import (
     VisitorLink,
     one_copy,
 )
+from attribution.privacy import keyed_hash
 from attribution.rows import (
     ClickRow,
     CodeRedemptionRow,
@@ -53,10 +54,11 @@ def _link(visitor_id: str, customer_id: str, event: Event) -> tuple[VisitorLink,
     )
 
 
-def route_event(event: Event, catalog: Catalog) -> Routed:
+def route_event(event: Event, catalog: Catalog, pii_key: bytes = b"") -> Routed:
     """Resolve influencers through the catalog and split the event by destination.
 
     A click with both ids and an order with a visitor are identify events too (SPEC 2.5).
+    A click's IP address and user agent leave only as hashes keyed with `pii_key`.
     """
     routed = Routed([], [], [])
     match event:
@@ -82,6 +84,8 @@ def route_event(event: Event, catalog: Catalog) -> Routed:
                     resolved.tier if resolved else "",
                     event.link_id or "",
                     event.url,
+                    keyed_hash(event.ip, pii_key),
+                    keyed_hash(event.user_agent, pii_key),
                 )
             )
             if customer_id:

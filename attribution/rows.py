@@ -110,6 +110,9 @@ class ClickRow(_Row):
     tier: str
     link_id: str
     url: str
+    # Keyed hashes (see `attribution.privacy`), '' when absent or when no key is configured.
+    ip_hash: str = ""
+    user_agent_hash: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,7 +95,9 @@ SCHEMA: tuple[str, ...] = (
         platform LowCardinality(String),
         tier LowCardinality(String),
         link_id String,
-        url String
+        url String,
+        ip_hash String DEFAULT '',
+        user_agent_hash String DEFAULT ''
     ) ENGINE = ReplacingMergeTree
     PARTITION BY toYYYYMM(occurred_at)
     ORDER BY (influencer_id, occurred_at, event_id)

@@ -257,12 +257,19 @@ CONTRACT_MODEL = (
     catalog_view("contracts", "CREATE OR REPLACE VIEW"),
 )
 
+# Data dirs older than this keep raw-free clicks; the hashes are new columns there.
+CLICK_HASHES = (
+    "ALTER TABLE clicks ADD COLUMN IF NOT EXISTS ip_hash String DEFAULT ''",
+    "ALTER TABLE clicks ADD COLUMN IF NOT EXISTS user_agent_hash String DEFAULT ''",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "raw events, credits, catalog dimensions", SCHEMA),
     Migration(2, "contracts name the model their commission is paid on", CONTRACT_MODEL),
     Migration(3, "category benchmarks and margins", REFERENCE_TABLES),
     Migration(4, "order items", ORDER_ITEMS),
     Migration(5, "KPI views, spend, payouts, benchmark flags", KPI_VIEWS),
+    Migration(6, "keyed hashes of click IP addresses and user agents", CLICK_HASHES),
 )
 
 

@@ -51,6 +51,8 @@ class Settings(BaseModel):
     collector_secret: SecretStr = SecretStr("")
     shopify_webhook_secret: SecretStr = SecretStr("")
     collector_ack_timeout_seconds: float = 10.0
+    # Key of the hashes kept instead of IP addresses and user agents; empty keeps neither.
+    pii_salt: SecretStr = SecretStr("")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -77,6 +79,10 @@ class Settings(BaseModel):
             max_touchpoints=self.max_touchpoints,
             identity_retention=timedelta(days=self.identity_retention_days),
         )
+
+    @property
+    def pii_key(self) -> bytes:
+        return self.pii_salt.get_secret_value().encode()
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}.{name}"
