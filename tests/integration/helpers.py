@@ -14,7 +14,8 @@ from aiokafka import AIOKafkaConsumer
 from attribution.replay import LocalPipeline
 from schemas.catalog import read_catalog_dir
 from schemas.events import InvalidEvent, decode_event
-from sinks.catalog_store import to_static_catalog
+from simulation.storefront import Storefront
+from sinks.catalog_store import publish_catalog, to_static_catalog
 from streams.producer import produce_events
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
@@ -78,6 +79,17 @@ def wait_for_credits(
             break
         time.sleep(0.5)
     return actual
+
+
+def publish_storefront(
+    settings: Settings, storefront: Storefront, directory: Path, events: list[dict[str, Any]]
+) -> tuple[Path, int, list[bytes]]:
+    """Publish the storefront's catalog; its directory, version, and `events` as raw lines."""
+    catalog_dir = storefront.write_catalog(directory / "catalog")
+    version = publish_catalog(
+        settings.redis_url, settings.topic_prefix, read_catalog_dir(catalog_dir)
+    )
+    return catalog_dir, version, [json.dumps(event).encode() for event in events]
 
 
 def feed(settings: Settings, lines: list[bytes]) -> None:

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from schemas.catalog import read_catalog_dir
 from simulation.storefront import Storefront
-from sinks.catalog_store import publish_catalog
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
-from tests.integration.helpers import feed, replay_credits, wait_for_credits
+from tests.integration.helpers import feed, publish_storefront, replay_credits, wait_for_credits
 
 SHOPPERS = 17_500  # about 49k events
 
@@ -23,11 +20,9 @@ def test_sigkill_at_three_random_points_loses_and_doubles_nothing(
 ) -> None:
     settings = isolated_settings
     storefront = Storefront(datetime(2026, 5, 1, tzinfo=UTC), seed=23)
-    catalog_dir = storefront.write_catalog(tmp_path / "catalog")
-    version = publish_catalog(
-        settings.redis_url, settings.topic_prefix, read_catalog_dir(catalog_dir)
+    catalog_dir, version, lines = publish_storefront(
+        settings, storefront, tmp_path, storefront.events(SHOPPERS)
     )
-    lines = [json.dumps(event).encode() for event in storefront.events(SHOPPERS)]
     assert len(lines) >= 48_000
     expected = replay_credits(lines, catalog_dir, settings)
     chance = random.Random(23)

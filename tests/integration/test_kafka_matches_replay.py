@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -12,7 +11,13 @@ from simulation.storefront import Storefront
 from sinks.catalog_store import publish_catalog
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
-from tests.integration.helpers import EXAMPLES, feed, replay_credits, wait_for_credits
+from tests.integration.helpers import (
+    EXAMPLES,
+    feed,
+    publish_storefront,
+    replay_credits,
+    wait_for_credits,
+)
 
 
 def test_example_scenario_streams_to_the_replay_credits(worker: WorkerProcess) -> None:
@@ -41,11 +46,9 @@ def test_storefront_stream_survives_a_restart_and_matches_replay(
 ) -> None:
     settings = isolated_settings
     storefront = Storefront(datetime(2026, 5, 1, tzinfo=UTC), seed=11)
-    catalog_dir = storefront.write_catalog(tmp_path / "catalog")
-    version = publish_catalog(
-        settings.redis_url, settings.topic_prefix, read_catalog_dir(catalog_dir)
+    catalog_dir, version, lines = publish_storefront(
+        settings, storefront, tmp_path, storefront.events(1500)
     )
-    lines = [json.dumps(event).encode() for event in storefront.events(1500)]
     expected = replay_credits(lines, catalog_dir, settings)
     half = len(lines) // 2
 

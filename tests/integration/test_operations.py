@@ -22,6 +22,7 @@ from tests.integration.helpers import (
     EXAMPLES,
     clickhouse_credits,
     feed,
+    publish_storefront,
     replay_credits,
     wait_for_credits,
 )
@@ -47,11 +48,9 @@ def test_ready_lag_latency_and_campaign_gauges_of_a_live_storefront(
     settings = isolated_settings.model_copy(update={"business_metrics_seconds": 1.0})
     # Campaigns run from 30 days before the storefront opens: they are live now.
     storefront = Storefront(datetime.now(UTC) - timedelta(days=1), seed=5)
-    catalog_dir = storefront.write_catalog(tmp_path / "catalog")
-    version = publish_catalog(
-        settings.redis_url, settings.topic_prefix, read_catalog_dir(catalog_dir)
+    catalog_dir, version, lines = publish_storefront(
+        settings, storefront, tmp_path, storefront.events(300, timedelta(hours=12))
     )
-    lines = [json.dumps(event).encode() for event in storefront.events(300, timedelta(hours=12))]
     expected = replay_credits(lines, catalog_dir, settings)
 
     worker = WorkerProcess(settings, tmp_path / "worker.log")
