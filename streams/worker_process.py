@@ -27,20 +27,30 @@ def free_port() -> int:
 
 
 class WorkerProcess:
-    """`attribution worker` with the given settings, its log in `log_path`."""
+    """`attribution worker` with the given settings, its log in `log_path`.
 
-    def __init__(self, settings: Settings, log_path: Path) -> None:
+    `module` runs instead of `streams.cli worker` (a test's worker with a fault injected)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        log_path: Path,
+        module: str = "streams.cli",
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.settings = settings
         self.log_path = log_path
+        self.module = module
+        self.extra_env = extra_env or {}
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
     def start(self, ready_timeout: float = 90.0) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
-        env = {**os.environ, **self.settings.as_env()}
+        env = {**os.environ, **self.settings.as_env(), **self.extra_env}
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker"],
+            [sys.executable, "-m", self.module, "worker"],
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -1,52 +1,164 @@
-"""Faults under traffic: the final state in ClickHouse still equals the replay, cent for cent."""
+"""Faults under traffic: the final state in ClickHouse still equals the replay, cent for cent.
+
+Every test runs the same storefront scenario (about 49k events: identifies with cross-device
+visitors, code redemptions, refunds, late and duplicate deliveries) through a real worker
+while one fault happens, then compares ClickHouse with `attribution replay` of the same events.
+"""
 
 from __future__ import annotations
 
+import json
 import random
+import subprocess
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
+from schemas.catalog import read_catalog_dir
 from simulation.storefront import Storefront
+from sinks.catalog_store import publish_catalog
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
-from tests.integration.helpers import feed, publish_storefront, replay_credits, wait_for_credits
+from tests.integration.helpers import (
+    Credit,
+    clickhouse_credits,
+    feed,
+    replay_credits,
+    wait_for_credits,
+)
 
-SHOPPERS = 17_500  # about 49k events
+SHOPPERS = 17_500
+STACK = Path(__file__).parents[2] / "devstack" / "stack"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    catalog_dir: Path
+    lines: list[bytes]
+    expected: set[Credit]
+
+    def publish_catalog(self, settings: Settings) -> int:
+        return publish_catalog(
+            settings.redis_url, settings.topic_prefix, read_catalog_dir(self.catalog_dir)
+        )
+
+    def report(self) -> str:
+        cents = int(sum(c[6] for c in self.expected if c[1] == "last_click") * 100)
+        return (
+            f"{len(self.lines)} events, {len(self.expected)} credit rows, "
+            f"{cents} cents per model equal to the replay"
+        )
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory: pytest.TempPathFactory, services: None) -> Scenario:
+    storefront = Storefront(datetime(2026, 5, 1, tzinfo=UTC), seed=23)
+    catalog_dir = storefront.write_catalog(tmp_path_factory.mktemp("scenario") / "catalog")
+    lines = [json.dumps(event).encode() for event in storefront.events(SHOPPERS)]
+    assert len(lines) >= 48_000
+    return Scenario(catalog_dir, lines, replay_credits(lines, catalog_dir, Settings()))
+
+
+def wait_until_consumed(worker: WorkerProcess, count: float, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while worker.metric("attribution_events_consumed_total") < count:
+        assert time.monotonic() < deadline, "the worker stopped consuming"
+        time.sleep(0.05)
 
 
 def test_sigkill_at_three_random_points_loses_and_doubles_nothing(
-    isolated_settings: Settings, tmp_path: Path
+    isolated_settings: Settings, tmp_path: Path, scenario: Scenario
 ) -> None:
-    settings = isolated_settings
-    storefront = Storefront(datetime(2026, 5, 1, tzinfo=UTC), seed=23)
-    catalog_dir, version, lines = publish_storefront(
-        settings, storefront, tmp_path, storefront.events(SHOPPERS)
-    )
-    assert len(lines) >= 48_000
-    expected = replay_credits(lines, catalog_dir, settings)
+    lines = scenario.lines
     chance = random.Random(23)
-
-    worker = WorkerProcess(settings, tmp_path / "worker.log")
+    worker = WorkerProcess(isolated_settings, tmp_path / "worker.log")
     worker.start()
     try:
-        worker.wait_for_catalog(version)
+        worker.wait_for_catalog(scenario.publish_catalog(isolated_settings))
         quarter = len(lines) // 4
         for kill in range(3):
-            feed(settings, lines[kill * quarter : (kill + 1) * quarter])
+            feed(isolated_settings, lines[kill * quarter : (kill + 1) * quarter])
             # Killed in the middle of the work: once this process has read a random share of
             # a quarter (it restarted from the last commit, so more than that is waiting).
-            kill_after = int(chance.uniform(0.2, 0.8) * quarter)
-            deadline = time.monotonic() + 120
-            while worker.metric("attribution_events_consumed_total") < kill_after:
-                assert time.monotonic() < deadline, "the worker stopped consuming"
-                time.sleep(0.05)
+            wait_until_consumed(worker, int(chance.uniform(0.2, 0.8) * quarter))
             worker.kill()
             worker.start()
-        feed(settings, lines[3 * quarter :])
-        actual = wait_for_credits(worker, expected, timeout=300)
+        feed(isolated_settings, lines[3 * quarter :])
+        actual = wait_for_credits(worker, scenario.expected, timeout=300)
     finally:
         worker.stop()
-    assert actual == expected
-    cents = sum(credit[6] for credit in expected if credit[1] == "last_click") * 100
-    print(f"\n{len(lines)} events, {len(expected)} credit rows, {cents} cents per model equal")
+    assert actual == scenario.expected
+    print("\nSIGKILL x3:", scenario.report())
+
+
+def test_broker_restarted_mid_stream_loses_and_doubles_nothing(
+    isolated_settings: Settings, tmp_path: Path, scenario: Scenario
+) -> None:
+    lines = scenario.lines
+    half = len(lines) // 2
+    worker = WorkerProcess(isolated_settings, tmp_path / "worker.log")
+    worker.start()
+    try:
+        worker.wait_for_catalog(scenario.publish_catalog(isolated_settings))
+        feed(isolated_settings, lines[:half])
+        wait_until_consumed(worker, half // 3)
+        subprocess.run([str(STACK), "restart-kafka"], check=True, timeout=120)
+        feed(isolated_settings, lines[half:])
+        actual = wait_for_credits(worker, scenario.expected, timeout=300)
+        assert worker.endpoint("/health")[0] == 200, "the worker did not survive the restart"
+    finally:
+        worker.stop()
+    assert actual == scenario.expected
+    print("\nbroker restart:", scenario.report())
+
+
+def test_clickhouse_failing_for_20_seconds_holds_offsets_then_catches_up(
+    isolated_settings: Settings, tmp_path: Path, scenario: Scenario
+) -> None:
+    lines = scenario.lines
+    half = len(lines) // 2
+    failing = tmp_path / "clickhouse-fails"
+    worker = WorkerProcess(
+        isolated_settings,
+        tmp_path / "worker.log",
+        module="tests.integration.faulty_sink",
+        extra_env={"ATTRIBUTION_TEST_SINK_FAILS_WHILE": str(failing)},
+    )
+    worker.start()
+    try:
+        worker.wait_for_catalog(scenario.publish_catalog(isolated_settings))
+        feed(isolated_settings, lines[:half])
+        wait_until_consumed(worker, half // 3)
+        failing.touch()
+        fault_ends = time.monotonic() + 20
+        feed(isolated_settings, lines[half:])
+        while worker.metric("attribution_sink_failures_total") == 0:
+            assert time.monotonic() < fault_ends, "no insert was attempted during the fault"
+            time.sleep(0.1)
+        stored_when_failing = len(clickhouse_credits(worker))
+        rows_lag_seen = 0.0
+        while time.monotonic() < fault_ends:
+            rows_lag_seen = max(rows_lag_seen, _rows_lag(worker))
+            time.sleep(0.5)
+        stored_after_failing = len(clickhouse_credits(worker))
+        retries = worker.metric("attribution_sink_retries_total")
+        failing.unlink()
+        actual = wait_for_credits(worker, scenario.expected, timeout=300)
+    finally:
+        worker.stop()
+    assert stored_after_failing == stored_when_failing, "rows were stored while inserts failed"
+    assert rows_lag_seen > 0, "the rows topic was committed while nothing could be stored"
+    assert retries > 0
+    assert actual == scenario.expected
+    print(f"\nClickHouse down 20 s (rows lag up to {rows_lag_seen:.0f}):", scenario.report())
+
+
+def _rows_lag(worker: WorkerProcess) -> float:
+    return sum(
+        value
+        for (name, labels), value in worker.metrics().items()
+        if name == "attribution_consumer_lag" and ("topic", "rows") in labels
+    )

@@ -1,0 +1,31 @@
+"""`python -m tests.integration.faulty_sink worker`: a worker whose ClickHouse inserts fail
+while the file named by ATTRIBUTION_TEST_SINK_FAILS_WHILE exists.
+
+The embedded engine cannot be taken down on its own, so the fault is injected at the sink
+adapter, the one place every insert goes through; a server DSN fails there the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from sinks.clickhouse import ClickHouseWriter
+from streams.cli import main
+
+FAIL_WHILE = Path(os.environ["ATTRIBUTION_TEST_SINK_FAILS_WHILE"])
+working_insert = ClickHouseWriter.insert_now
+
+
+def insert_unless_failing(writer: ClickHouseWriter, rows: Iterable[dict[str, Any]]) -> int:
+    if FAIL_WHILE.exists():
+        raise ConnectionError("injected fault: ClickHouse refuses writes")
+    return working_insert(writer, rows)
+
+
+if __name__ == "__main__":
+    ClickHouseWriter.insert_now = insert_unless_failing  # type: ignore[method-assign]
+    sys.exit(main(sys.argv[1:]))
