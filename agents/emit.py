@@ -22,6 +22,7 @@ from attribution.messages import (
     customer_key,
     order_key,
 )
+from attribution.privacy import scrub_personal_data, scrub_personal_text
 from attribution.rows import Rejection, Row
 from streams.app import Topology
 from streams.codecs import encode
@@ -89,7 +90,8 @@ async def send_dead_letter(
     reason: str,
     event_id: str = "",
 ) -> None:
-    """An invalid event with its raw payload, the reason and when it was refused."""
+    """An invalid event with its payload (personal fields hashed), the reason and when it
+    was refused."""
     document = _parsed(payload)
     event_id = event_id or _claimed_event_id(document)
     record: dict[str, Any] = {
@@ -98,10 +100,12 @@ async def send_dead_letter(
         "reason": reason,
         "dead_lettered_at": datetime.now(UTC).isoformat(),
     }
-    if isinstance(payload, bytes):
-        record["payload"] = payload.decode("utf-8", errors="replace")
+    # Dead letters are kept for weeks and read by people: personal fields only as keyed hashes.
+    key = topology.settings.pii_key
+    if isinstance(payload, bytes) and document is None:
+        record["payload"] = scrub_personal_text(payload, key).decode("utf-8", errors="replace")
     else:
-        record["payload"] = payload
+        record["payload"] = scrub_personal_data(document, key)
     log.warning(
         "dead letter event_id=%s field=%s reason=%s",
         event_id,

@@ -11,6 +11,8 @@ from schemas.events import InvalidEvent, decode_event
 from streams.worker_process import WorkerProcess
 from tests.integration.helpers import click, dead_letters, feed
 
+IP = "198.51.100.23"
+
 
 def junk(rng: random.Random) -> bytes:
     kind = rng.randrange(6)
@@ -19,7 +21,8 @@ def junk(rng: random.Random) -> bytes:
     if kind == 1:
         return b"[" * rng.randrange(1, 5000)
     if kind == 2:
-        return json.dumps(click(f"j{rng.random()}", occurred_at="2026-13-45T99:00:00Z")).encode()
+        impossible_date = "2026-13-45T99:00:00Z"
+        return json.dumps(click(f"j{rng.random()}", occurred_at=impossible_date, ip=IP)).encode()
     if kind == 3:
         return json.dumps({"type": "order", "event_id": "x", "total": "NaN"}).encode()
     if kind == 4:
@@ -51,6 +54,12 @@ def test_worker_dead_letters_junk_and_keeps_processing(worker: WorkerProcess) ->
     letters = dead_letters(worker.settings, invalid)
     assert len(letters) == invalid
     assert all(letter["reason"] for letter in letters)
+    assert IP not in json.dumps(letters), "a dead letter kept a raw IP address"
+    assert any(
+        letter["payload"].get("ip") == ""
+        for letter in letters
+        if isinstance(letter["payload"], dict)
+    )
     assert worker.metric("attribution_events_consumed_total") == len(mixed)
     counted = {
         labels: value
