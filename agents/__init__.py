@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from agents import collector, ingest, ops, sink, stages, web
+from agents import catalog, collector, ingest, ops, sink, stages, web
 from streams.app import Topology
 
 
 def register_agents(topology: Topology) -> None:
-    ingest.register(topology)
-    stages.register(topology)
-    sink.register(topology)
+    """The agents of the worker's role (`Settings.role`)."""
+    catalog.register(topology)
+    if topology.runs_stages:
+        ingest.register(topology)
+        stages.register(topology)
+        collector.register(topology)
+    if topology.owns_clickhouse:
+        sink.register(topology)
     web.register(topology)
     ops.register(topology)
-    collector.register(topology)

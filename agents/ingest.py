@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 from typing import Any
 
 from agents.batches import pending_events
 from agents.emit import send_dead_letter, send_order_command, send_rows, send_visitor_command
 from attribution.routing import route_event
 from schemas.events import InvalidEvent, decode_event
-from sinks.catalog_store import catalog_rows
 from streams.app import Topology
 
 log = logging.getLogger(__name__)
@@ -39,26 +37,9 @@ def register(topology: Topology) -> None:
     settings = topology.settings
     metrics = topology.metrics
 
-    written_version = -1
-
-    async def refresh_catalog() -> None:
-        """Reload the catalog when a new version is published, and copy it to ClickHouse's
-        dimension tables for analysts (retried on the next tick if ClickHouse refuses)."""
-        nonlocal written_version
-        await topology.catalog.refresh()
-        catalog = topology.catalog
-        if catalog.version > 0 and catalog.version != written_version:
-            rows = catalog_rows(catalog.files, catalog.version, datetime.now(UTC))
-            try:
-                topology.clickhouse.writer().insert_now(rows)
-            except Exception:
-                log.exception("catalog version %d not written to ClickHouse", catalog.version)
-                return
-            written_version = catalog.version
-
     @topology.app.agent(topology.events, name="ingest")
     async def ingest(stream: Any) -> None:
-        await refresh_catalog()
+        await topology.catalog.refresh()
         async with pending_events(
             stream, settings.stage_batch_events, settings.stage_batch_seconds, _nothing_to_save
         ) as pending:
@@ -71,7 +52,3 @@ def register(topology: Topology) -> None:
     async def declare_dead_letters() -> None:
         # No agent reads this topic, so Faust would not create it on its own.
         await topology.dead_letters.maybe_declare()
-
-    topology.app.timer(interval=settings.catalog_refresh_seconds, name="refresh-catalog")(
-        refresh_catalog
-    )

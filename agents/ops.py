@@ -93,14 +93,17 @@ def refresh_business_metrics(topology: Topology, now: datetime) -> None:
 
 
 def readiness(topology: Topology) -> dict[str, bool]:
-    """Ready = partitions assigned, tables recovered, ClickHouse answering."""
+    """Ready = partitions assigned, tables recovered, ClickHouse answering (if it writes there)."""
     app: Any = topology.app
-    checks = {"partitions_assigned": False, "tables_recovered": False, "clickhouse": False}
+    checks = {"partitions_assigned": False, "tables_recovered": False}
     try:
         checks["partitions_assigned"] = bool(app.consumer.assignment())
         checks["tables_recovered"] = app.tables.recovery.completed.is_set() and not app.rebalancing
     except Exception:  # the consumer is not started yet
         log.debug("consumer not ready", exc_info=True)
+    if not topology.owns_clickhouse:
+        return checks
+    checks["clickhouse"] = False
     try:
         topology.clickhouse.writer().query("SELECT 1")
         checks["clickhouse"] = True
@@ -130,12 +133,14 @@ def register(topology: Topology) -> None:
                 topic = tp.topic[len(input_prefix) :]
                 metrics.consumer_lag.labels(topic, str(tp.partition)).set(lag)
 
-    @app.timer(interval=settings.business_metrics_seconds, name="business-metrics")
-    async def business_metrics() -> None:
-        try:
-            refresh_business_metrics(topology, datetime.now(UTC))
-        except Exception:  # the next tick tries again; the gauges keep their last values
-            log.exception("business metrics not refreshed from ClickHouse")
+    if topology.owns_clickhouse:
+
+        @app.timer(interval=settings.business_metrics_seconds, name="business-metrics")
+        async def business_metrics() -> None:
+            try:
+                refresh_business_metrics(topology, datetime.now(UTC))
+            except Exception:  # the next tick tries again; the gauges keep their last values
+                log.exception("business metrics not refreshed from ClickHouse")
 
     @app.page("/ready")
     class Ready(View):

@@ -41,6 +41,9 @@ def register(topology: Topology) -> None:
                 generate_latest(topology.metrics.registry), content_type="text/plain; version=0.0.4"
             )
 
+    if not topology.owns_clickhouse:
+        return
+
     @app.page("/sql")
     class ReadOnlySql(View):
         async def get(self, request: Request) -> Response:

@@ -58,12 +58,24 @@ class Topology:
     clickhouse: ClickHouseHandle
     metrics: Metrics
 
+    @property
+    def runs_stages(self) -> bool:
+        return self.settings.role in ("all", "stages")
+
+    @property
+    def owns_clickhouse(self) -> bool:
+        return self.settings.role in ("all", "sink")
+
 
 def create_topology(settings: Settings) -> Topology:
+    # A sink has no tables: its own consumer group reads the rows topic, whatever the number of
+    # stage workers.
+    app_id = f"{settings.app_id}-sink" if settings.role == "sink" else settings.app_id
     app = faust.App(
-        settings.app_id,
+        app_id,
         broker=settings.kafka_url,
         store="memory://",
+        datadir=str(settings.data_dir / "faust"),
         autodiscover=False,
         topic_partitions=settings.partitions,
         topic_replication_factor=1,
@@ -93,6 +105,8 @@ def create_topology(settings: Settings) -> Topology:
         return app.topic(settings.topic(name), partitions=settings.partitions, internal=True)
 
     def table(name: str) -> Any:
+        if settings.role == "sink":
+            return None
         # bytes in and out: the stages encode state themselves, and the changelog must be
         # read back with the same raw codec it was written with.
         return app.Table(

@@ -30,6 +30,10 @@ class Settings(BaseModel):
     topic_prefix: str = "attribution"
     app_id: str = "attribution"
     partitions: int = 4
+    # "all" runs everything in one process. To scale out, run several "stages" workers (one
+    # consumer group, same app_id) and one "sink" per embedded ClickHouse data dir (consumer
+    # group "<app_id>-sink"), or several sinks against a ClickHouse server.
+    role: Literal["all", "stages", "sink"] = "all"
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     log_level: str = "info"

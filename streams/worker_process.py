@@ -61,12 +61,19 @@ class WorkerProcess:
                 raise RuntimeError(f"worker exited early; see {self.log_path}")
             if b"Worker]: Ready" in self.log_path.read_bytes():
                 try:
-                    query_worker(self.settings, "SELECT 1", timeout=5)
+                    if self.settings.role == "stages":  # no ClickHouse behind this one
+                        self.endpoint("/health")
+                    else:
+                        query_worker(self.settings, "SELECT 1", timeout=5)
                     return
                 except (urllib.error.URLError, ConnectionError, TimeoutError):
                     pass
             time.sleep(0.2)
         raise TimeoutError(f"worker not ready in {ready_timeout} s; see {self.log_path}")
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
 
     def sql(self, statement: str) -> list[list[object]]:
         result = query_worker(self.settings, statement, timeout=30)

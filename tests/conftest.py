@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import asyncio
 import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess, free_port
@@ -35,10 +37,11 @@ def services() -> None:
 
 
 @pytest.fixture
-def isolated_settings(tmp_path: Path, services: None) -> Settings:
-    """Settings with a unique topic prefix, app id, ClickHouse dir and web port for one test."""
+def isolated_settings(tmp_path: Path, services: None) -> Iterator[Settings]:
+    """Settings with a unique topic prefix, app id, ClickHouse dir and web port for one test;
+    its topics are deleted afterwards, so that a long-lived broker does not pile them up."""
     unique = f"t{uuid.uuid4().hex[:10]}"
-    return Settings(
+    yield Settings(
         data_dir=tmp_path / "data",
         topic_prefix=unique,
         app_id=unique,
@@ -47,6 +50,20 @@ def isolated_settings(tmp_path: Path, services: None) -> Settings:
         log_level="info",
         sink_batch_seconds=0.3,
     )
+    asyncio.run(_delete_topics_of(unique))
+
+
+async def _delete_topics_of(unique: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=f"{KAFKA[0]}:{KAFKA[1]}")
+    await admin.start()
+    try:
+        # Topics of the prefix, changelogs of the app id (`<id>-<table>-changelog`), the
+        # sink's consumer group topics (`<id>-sink-...`).
+        doomed = [name for name in await admin.list_topics() if name.startswith(unique)]
+        if doomed:
+            await admin.delete_topics(doomed)
+    finally:
+        await admin.close()
 
 
 @pytest.fixture

@@ -16,12 +16,11 @@ from typing import Any
 from sinks.clickhouse import ClickHouseWriter
 from streams.cli import main
 
-FAIL_WHILE = Path(os.environ["ATTRIBUTION_TEST_SINK_FAILS_WHILE"])
 working_insert = ClickHouseWriter.insert_now
 
 
 def insert_unless_failing(writer: ClickHouseWriter, rows: Iterable[dict[str, Any]]) -> int:
-    if FAIL_WHILE.exists():
+    if Path(os.environ["ATTRIBUTION_TEST_SINK_FAILS_WHILE"]).exists():
         raise ConnectionError("injected fault: ClickHouse refuses writes")
     return working_insert(writer, rows)
 

@@ -21,7 +21,7 @@ from schemas.catalog import read_catalog_dir
 from simulation.storefront import Storefront
 from sinks.catalog_store import publish_catalog
 from streams.settings import Settings
-from streams.worker_process import WorkerProcess
+from streams.worker_process import WorkerProcess, free_port
 from tests.integration.helpers import (
     Credit,
     clickhouse_credits,
@@ -161,4 +161,56 @@ def _rows_lag(worker: WorkerProcess) -> float:
         value
         for (name, labels), value in worker.metrics().items()
         if name == "attribution_consumer_lag" and ("topic", "rows") in labels
+    )
+
+
+def test_two_workers_share_the_load_and_one_is_killed(
+    isolated_settings: Settings, tmp_path: Path, scenario: Scenario
+) -> None:
+    lines = scenario.lines
+    half = len(lines) // 2
+    sink = WorkerProcess(_role(isolated_settings, "sink", tmp_path), tmp_path / "sink.log")
+    first, second = (
+        WorkerProcess(_role(isolated_settings, "stages", tmp_path / name), tmp_path / f"{name}.log")
+        for name in ("first", "second")
+    )
+    version = scenario.publish_catalog(isolated_settings)
+    sink.start()
+    first.start()
+    second.start()
+    try:
+        for worker in (sink, first, second):
+            worker.wait_for_catalog(version)
+        feed(isolated_settings, lines[:half])
+        deadline = time.monotonic() + 120
+        while _consumed(first) + _consumed(second) < half // 3:
+            assert time.monotonic() < deadline, "the workers stopped consuming"
+            time.sleep(0.05)
+        shares = (_consumed(first), _consumed(second))
+        first.kill()
+        feed(isolated_settings, lines[half:])
+        actual = wait_for_credits(sink, scenario.expected, timeout=300)
+        taken_over = _assigned_event_partitions(second)
+    finally:
+        for worker in (first, second, sink):
+            worker.stop()
+    assert all(share > 0 for share in shares), f"one worker did all the work: {shares}"
+    assert taken_over == isolated_settings.partitions
+    assert actual == scenario.expected
+    print(f"\ntwo workers {shares} then one:", scenario.report())
+
+
+def _role(settings: Settings, role: str, data_dir: Path) -> Settings:
+    return settings.model_copy(update={"role": role, "data_dir": data_dir, "web_port": free_port()})
+
+
+def _consumed(worker: WorkerProcess) -> float:
+    return worker.metric("attribution_events_consumed_total")
+
+
+def _assigned_event_partitions(worker: WorkerProcess) -> int:
+    return sum(
+        1
+        for name, labels in worker.metrics()
+        if name == "attribution_consumer_lag" and ("topic", "events") in labels
     )

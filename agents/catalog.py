@@ -1,0 +1,39 @@
+"""catalog: every worker reloads the catalog when a new version is published in Redis; the one
+owning ClickHouse copies it to the dimension tables analysts join on."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from sinks.catalog_store import catalog_rows
+from streams.app import Topology
+
+log = logging.getLogger(__name__)
+
+
+def register(topology: Topology) -> None:
+    written_version = -1
+
+    async def refresh_catalog() -> None:
+        """Retried on the next tick when ClickHouse refuses the dimension rows."""
+        nonlocal written_version
+        await topology.catalog.refresh()
+        catalog = topology.catalog
+        if (
+            not topology.owns_clickhouse
+            or catalog.version <= 0
+            or catalog.version == written_version
+        ):
+            return
+        rows = catalog_rows(catalog.files, catalog.version, datetime.now(UTC))
+        try:
+            topology.clickhouse.writer().insert_now(rows)
+        except Exception:
+            log.exception("catalog version %d not written to ClickHouse", catalog.version)
+            return
+        written_version = catalog.version
+
+    topology.app.timer(interval=topology.settings.catalog_refresh_seconds, name="refresh-catalog")(
+        refresh_catalog
+    )
