@@ -21,6 +21,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+# Saves what the events marked done so far changed; must take its snapshot before it first
+# awaits, since the agent goes on handling events while it does.
 SaveFn = Callable[[], Awaitable[bool]]
 
 
@@ -50,9 +52,12 @@ class PendingEvents:
     async def flush(self) -> bool:
         """Save, then acknowledge what was saved; False (nothing acknowledged) if saving failed."""
         async with self._lock:
-            if not await self._save():
-                return False
+            # Taken before saving: events the agent handles while the save awaits belong to
+            # the next flush, with the effects they add meanwhile.
             events, self._events = self._events, []
+            if not await self._save():
+                self._events = events + self._events
+                return False
             for event in events:
                 await self._stream.ack(event)
             return True

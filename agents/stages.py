@@ -21,7 +21,14 @@ from typing import Any, Generic, TypeVar
 from aiokafka.partitioner import murmur2
 
 from agents.batches import pending_events
-from agents.emit import origin_timestamp, send_journey_command, send_rejection, send_rows
+from agents.emit import (
+    origin_timestamp,
+    send_journey_command,
+    send_order_command,
+    send_rejection,
+    send_rows,
+    send_visitor_command,
+)
 from attribution.identity import (
     Visitor,
     apply_to_visitor,
@@ -45,6 +52,9 @@ from attribution.ledger import (
     ledger_to_wire,
 )
 from attribution.messages import (
+    JOURNEY_COMMANDS,
+    ORDER_COMMANDS,
+    VISITOR_COMMANDS,
     OrderUpdated,
     TouchpointsArrived,
     Wire,
@@ -66,7 +76,7 @@ class Stage(Generic[State]):
     """How one keyed stage reads, folds, writes and expires its state."""
 
     name: str
-    apply: Callable[[State | None, Any, Rules], tuple[State, list[Any]]]
+    apply: Callable[[State | None, Any, Rules], tuple[State | None, list[Any]]]
     to_wire: Callable[[State], Wire]
     from_wire: Callable[[Wire], State]
     emit: Callable[[Topology, list[Any]], Awaitable[None]]
@@ -95,8 +105,18 @@ async def _emit_ledger_outputs(topology: Topology, outputs: list[Any]) -> None:
             await send_rows(topology, [output])
 
 
-async def _emit_journey_rows(topology: Topology, outputs: list[Any]) -> None:
-    await send_rows(topology, outputs)
+async def _emit_journey_outputs(topology: Topology, outputs: list[Any]) -> None:
+    rows = []
+    for output in outputs:  # an erasure's commands, else rows
+        if isinstance(output, JOURNEY_COMMANDS):
+            await send_journey_command(topology, output)
+        elif isinstance(output, ORDER_COMMANDS):
+            await send_order_command(topology, output)
+        elif isinstance(output, VISITOR_COMMANDS):
+            await send_visitor_command(topology, output)
+        else:
+            rows.append(output)
+    await send_rows(topology, rows)
     origin = origin_timestamp()
     if origin is not None and any(isinstance(output, CreditRow) for output in outputs):
         topology.metrics.credit_emitted_latency.observe(time.time() - origin)
@@ -125,7 +145,7 @@ JOURNEYS: Stage[Journey] = Stage(
     apply_to_journey,
     journey_to_wire,
     journey_from_wire,
-    _emit_journey_rows,
+    _emit_journey_outputs,
     lambda journey: journey.newest_event_at,
     journey_expires_at,
 )
@@ -157,6 +177,13 @@ def key_partition(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
+def _forget(table: Any, key: bytes, partition: int) -> None:
+    """Delete a key, and tell the changelog so that a restart does not bring it back."""
+    if table.data.pop(key, None) is not None:
+        # A tombstone must bypass the table's codec, as Faust's own deletes do.
+        table.send_changelog(partition, key, None, value_serializer="raw")
+
+
 def _register_stage(topology: Topology, stage: Stage[Any], source: Any, table: Any) -> None:
     settings = topology.settings
     rules = settings.rules
@@ -168,6 +195,10 @@ def _register_stage(topology: Topology, stage: Stage[Any], source: Any, table: A
 
         async def save() -> bool:
             for key, (state, partition) in unsaved.items():
+                if state is None:  # an erased customer's
+                    expiry.by_key.pop(key, None)
+                    _forget(table, key, partition)
+                    continue
                 value = encode(stage.to_wire(state))
                 table.data[key] = value
                 table.send_changelog(partition, key, value)
@@ -232,9 +263,7 @@ def _register_stage(topology: Topology, stage: Stage[Any], source: Any, table: A
         ]
         for key, partition in expired:
             del expiry.by_key[key]
-            if table.data.pop(key, None) is not None:
-                # A tombstone must bypass the table's codec, as Faust's own deletes do.
-                table.send_changelog(partition, key, None, value_serializer="raw")
+            _forget(table, key, partition)
         topology.metrics.swept_keys.labels(stage.name).inc(len(expired))
         topology.metrics.table_keys.labels(stage.name).set(len(table.data))
         if expired:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from attribution.messages import (
+    ForgetVisitor,
     Touchpoint,
     TouchpointsArrived,
     VisitorCommand,
@@ -82,8 +83,9 @@ def _link(visitor: Visitor, link: VisitorLink) -> list[VisitorOutput]:
 
 def apply_to_visitor(
     visitor: Visitor | None, command: VisitorCommand, rules: Rules
-) -> tuple[Visitor, list[VisitorOutput]]:
-    """Fold a click or a link into a visitor; return the state and the journey commands.
+) -> tuple[Visitor | None, list[VisitorOutput]]:
+    """Fold a click or a link into a visitor; return the state (None: forget the visitor, an
+    erased customer's) and the journey commands.
 
     >>> from datetime import UTC
     >>> from attribution.messages import VisitorClick
@@ -96,6 +98,8 @@ def apply_to_visitor(
     >>> out[0].customer_id, [tp.event_id for tp in out[0].touchpoints]
     ('c1', ['k1'])
     """
+    if isinstance(command, ForgetVisitor):
+        return None, []
     if visitor is None:
         visitor = Visitor(command.visitor_id)
     if isinstance(command, VisitorLink):

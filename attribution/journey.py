@@ -16,9 +16,13 @@ from decimal import Decimal
 from typing import TypeVar
 
 from attribution.messages import (
+    AdoptJourney,
+    EraseCustomer,
+    ForgetVisitor,
     JourneyCommand,
     OrderFacts,
     OrderUpdated,
+    ReassignOrder,
     RefundFacts,
     Touchpoint,
     TouchpointsArrived,
@@ -27,10 +31,11 @@ from attribution.messages import (
 )
 from attribution.models import ALL_MODELS, model_credits
 from attribution.money import CREDIT_QUANTUM, split_revenue
-from attribution.rows import CreditRow, OrderRow
+from attribution.rows import CreditRow, CustomerErased, OrderRow
 from attribution.rules import Rules, same_day
 
 EmittedRow = CreditRow | OrderRow
+JourneyOutput = EmittedRow | CustomerErased | AdoptJourney | ReassignOrder | ForgetVisitor
 FULL_CREDIT = Decimal(1).quantize(CREDIT_QUANTUM)
 NO_CREDIT = Decimal(0).quantize(CREDIT_QUANTUM)
 
@@ -335,8 +340,9 @@ def _update_order(journey: Journey, command: OrderUpdated, rules: Rules) -> list
 
 def apply_to_journey(
     journey: Journey | None, command: JourneyCommand, rules: Rules
-) -> tuple[Journey, list[EmittedRow]]:
-    """Fold one command into a customer's journey; return the new state and the rows to emit.
+) -> tuple[Journey | None, list[JourneyOutput]]:
+    """Fold one command into a customer's journey; return the new state (None: forget the
+    customer) and what to emit: rows, and the commands of an erasure.
 
     >>> from attribution.messages import OrderFacts
     >>> from datetime import UTC
@@ -346,11 +352,60 @@ def apply_to_journey(
     >>> sorted({(row.model, row.revenue_credit) for row in rows if isinstance(row, CreditRow)})[0]
     ('first_click', Decimal('9.99'))
     """
+    if isinstance(command, EraseCustomer):
+        return None, erase_journey(journey, command)
+    if isinstance(command, AdoptJourney):
+        return journey_from_wire(command.journey), []
     if journey is None:
         journey = Journey(customer_key(command))
     if isinstance(command, TouchpointsArrived):
-        return journey, _add_touchpoints(journey, command, rules)
-    return journey, _update_order(journey, command, rules)
+        return journey, list(_add_touchpoints(journey, command, rules))
+    return journey, list(_update_order(journey, command, rules))
+
+
+def anonymous(touchpoint: Touchpoint) -> Touchpoint:
+    """The touchpoint without the ids of the visitor and customer it came from."""
+    return replace(touchpoint, visitor_id="", customer_id="")
+
+
+def erase_journey(journey: Journey | None, command: EraseCustomer) -> list[JourneyOutput]:
+    """The customer's journey moves to the pseudonym without any visitor id, so late refunds
+    and codes still restate its orders exactly; their orders follow, their visitors are
+    forgotten and the sink rewrites what ClickHouse holds.
+
+    Credits and money are untouched: what influencers earned does not depend on who bought.
+    """
+    visitor_ids = set(command.visitor_ids)
+    outputs: list[JourneyOutput] = []
+    if journey is not None:
+        visitor_ids.update(
+            stored.touchpoint.visitor_id
+            for stored in journey.clicks.values()
+            if stored.touchpoint.visitor_id
+        )
+        adopted = Journey(
+            command.pseudonym,
+            {
+                event_id: StoredClick(anonymous(stored.touchpoint), stored.linked_at)
+                for event_id, stored in journey.clicks.items()
+            },
+            {
+                order_id: replace(
+                    order,
+                    facts=replace(order.facts, customer_id=command.pseudonym),
+                    codes=tuple(anonymous(code) for code in order.codes),
+                )
+                for order_id, order in journey.orders.items()
+            },
+            journey.newest_event_at,
+        )
+        outputs.append(AdoptJourney(command.pseudonym, journey_to_wire(adopted)))
+        outputs.extend(ReassignOrder(order_id, command.pseudonym) for order_id in journey.orders)
+    outputs.extend(ForgetVisitor(visitor_id) for visitor_id in sorted(visitor_ids))
+    outputs.append(
+        CustomerErased(command.customer_id, command.pseudonym, tuple(sorted(visitor_ids)))
+    )
+    return outputs
 
 
 # --- wire form of the state, for the changelog-backed table -----------------------

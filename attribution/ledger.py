@@ -7,7 +7,7 @@ unknown, and passed on to the customer's journey as one `OrderUpdated` snapshot.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 
@@ -16,6 +16,7 @@ from attribution.messages import (
     OrderFacts,
     OrderUpdated,
     PlaceOrder,
+    ReassignOrder,
     RedeemCode,
     RefundFacts,
     RequestRefund,
@@ -79,12 +80,14 @@ def _snapshot(ledger: Ledger, order: OrderFacts) -> OrderUpdated:
 
 def apply_to_ledger(
     ledger: Ledger | None, command: OrderCommand, rules: Rules
-) -> tuple[Ledger, list[LedgerOutput]]:
+) -> tuple[Ledger | None, list[LedgerOutput]]:
     """Fold an order, refund or code redemption into the order's ledger.
 
     A refund that arrives first is held and checked when the order arrives; every
     command on a known order forwards the whole snapshot, so redelivery is harmless.
     """
+    if ledger is None and isinstance(command, ReassignOrder):
+        return None, []  # the order was already forgotten: nothing of the customer is left
     if ledger is None:
         ledger = Ledger(order_key(command))
     outputs: list[LedgerOutput] = []
@@ -106,6 +109,16 @@ def apply_to_ledger(
                 outputs.extend(_accept_refunds(ledger, ledger.order, [refund], rules))
         case RedeemCode(_, touchpoint):
             ledger.codes.setdefault(touchpoint.event_id, touchpoint)
+        case ReassignOrder(_, customer_id):
+            # An erased customer's order: its journey moved to the pseudonym, which is where
+            # the snapshots of later refunds and codes must now go.
+            if ledger.order is not None:
+                ledger.order = replace(ledger.order, customer_id=customer_id)
+            ledger.codes = {
+                event_id: replace(code, visitor_id="", customer_id="")
+                for event_id, code in ledger.codes.items()
+            }
+            return ledger, []
     if ledger.order is not None:
         # Refund rows and the snapshot go out again on every command: both are idempotent
         # downstream, and repeating them repairs output lost before a crash.

@@ -193,9 +193,49 @@ class OrderUpdated:
     codes: tuple[Touchpoint, ...]
 
 
-VisitorCommand = VisitorClick | VisitorLink
-OrderCommand = PlaceOrder | RequestRefund | RedeemCode
-JourneyCommand = TouchpointsArrived | OrderUpdated
+# --- erasure of a customer's personal data (`attribution erase`) ---------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EraseCustomer:
+    """To the journey stage: the customer's journey moves to `pseudonym` without visitor ids,
+    their orders are reassigned to it, and their visitors (these and the journey's) forgotten."""
+
+    customer_id: str
+    pseudonym: str
+    visitor_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AdoptJourney:
+    """To the journey stage: an erased customer's journey (wire form) under its pseudonym."""
+
+    pseudonym: str
+    journey: Wire
+
+
+@dataclass(frozen=True, slots=True)
+class ReassignOrder:
+    """To the order stage: the order now belongs to an erased customer's pseudonym."""
+
+    order_id: str
+    customer_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetVisitor:
+    """To the visitor stage: drop the visitor (an erased customer's browser)."""
+
+    visitor_id: str
+
+
+VisitorCommand = VisitorClick | VisitorLink | ForgetVisitor
+OrderCommand = PlaceOrder | RequestRefund | RedeemCode | ReassignOrder
+JourneyCommand = TouchpointsArrived | OrderUpdated | EraseCustomer | AdoptJourney
+Command = VisitorCommand | OrderCommand | JourneyCommand
+VISITOR_COMMANDS = (VisitorClick, VisitorLink, ForgetVisitor)
+ORDER_COMMANDS = (PlaceOrder, RequestRefund, RedeemCode, ReassignOrder)
+JOURNEY_COMMANDS = (TouchpointsArrived, OrderUpdated, EraseCustomer, AdoptJourney)
 
 
 def order_key(command: OrderCommand) -> str:
@@ -209,12 +249,14 @@ def order_key(command: OrderCommand) -> str:
 
 def customer_key(command: JourneyCommand) -> str:
     """The customer id a journey-stage command is keyed (partitioned) by."""
-    if isinstance(command, TouchpointsArrived):
+    if isinstance(command, (TouchpointsArrived, EraseCustomer)):
         return command.customer_id
+    if isinstance(command, AdoptJourney):
+        return command.pseudonym
     return command.order.customer_id
 
 
-def command_to_wire(command: VisitorCommand | OrderCommand | JourneyCommand) -> Wire:
+def command_to_wire(command: Command) -> Wire:
     match command:
         case VisitorClick(visitor_id, touchpoint):
             return {"kind": "visitor_click", "v": visitor_id, "tp": touchpoint.to_wire()}
@@ -247,10 +289,18 @@ def command_to_wire(command: VisitorCommand | OrderCommand | JourneyCommand) -> 
                 "refunds": [refund.to_wire() for refund in refunds],
                 "codes": [code.to_wire() for code in codes],
             }
+        case EraseCustomer(customer_id, pseudonym, visitor_ids):
+            return {"kind": "erase", "u": customer_id, "p": pseudonym, "vs": list(visitor_ids)}
+        case AdoptJourney(pseudonym, journey):
+            return {"kind": "adopt", "p": pseudonym, "j": journey}
+        case ReassignOrder(order_id, customer_id):
+            return {"kind": "reassign_order", "o": order_id, "u": customer_id}
+        case ForgetVisitor(visitor_id):
+            return {"kind": "forget_visitor", "v": visitor_id}
     raise TypeError(f"not a pipeline command: {command!r}")
 
 
-def command_from_wire(wire: Wire) -> VisitorCommand | OrderCommand | JourneyCommand:
+def command_from_wire(wire: Wire) -> Command:
     match wire["kind"]:
         case "visitor_click":
             return VisitorClick(wire["v"], Touchpoint.from_wire(wire["tp"]))
@@ -275,6 +325,14 @@ def command_from_wire(wire: Wire) -> VisitorCommand | OrderCommand | JourneyComm
                 tuple(RefundFacts.from_wire(refund) for refund in wire["refunds"]),
                 tuple(Touchpoint.from_wire(code) for code in wire["codes"]),
             )
+        case "erase":
+            return EraseCustomer(wire["u"], wire["p"], tuple(wire["vs"]))
+        case "adopt":
+            return AdoptJourney(wire["p"], wire["j"])
+        case "reassign_order":
+            return ReassignOrder(wire["o"], wire["u"])
+        case "forget_visitor":
+            return ForgetVisitor(wire["v"])
     raise ValueError(f"unknown command kind {wire['kind']!r}")
 
 

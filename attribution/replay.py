@@ -8,24 +8,26 @@ streaming pipeline is tested against.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar
 
 from attribution.catalog import Catalog
-from attribution.identity import Visitor, apply_to_visitor, visitor_expires_at
-from attribution.journey import Journey, apply_to_journey, journey_expires_at
-from attribution.ledger import Ledger, apply_to_ledger, ledger_expires_at
+from attribution.identity import Visitor, VisitorOutput, apply_to_visitor, visitor_expires_at
+from attribution.journey import Journey, JourneyOutput, apply_to_journey, journey_expires_at
+from attribution.ledger import Ledger, LedgerOutput, apply_to_ledger, ledger_expires_at
 from attribution.messages import (
-    JourneyCommand,
-    OrderUpdated,
-    TouchpointsArrived,
+    JOURNEY_COMMANDS,
+    ORDER_COMMANDS,
+    VISITOR_COMMANDS,
+    Command,
+    EraseCustomer,
     customer_key,
     order_key,
 )
 from attribution.routing import route_event
-from attribution.rows import CreditRow, IdentityConflict, Rejection, Row
+from attribution.rows import CreditRow, IdentityConflict, IdentityLinked, Rejection, Row
 from attribution.rules import Rules
 from schemas.events import Event
 
@@ -60,36 +62,41 @@ class LocalPipeline:
     def feed(self, event: Event) -> None:
         routed = route_event(event, self.catalog)
         self._emit(routed.rows)
-        journey_commands: deque[JourneyCommand] = deque()
-        for visitor_command in routed.to_visitors:
-            key = visitor_command.visitor_id
-            self.visitors[key], visitor_outputs = apply_to_visitor(
-                self.visitors.get(key), visitor_command, self.rules
-            )
-            for output in visitor_outputs:
-                if isinstance(output, TouchpointsArrived):
-                    journey_commands.append(output)
+        self._run([*routed.to_visitors, *routed.to_orders])
+
+    def erase(self, customer_id: str, pseudonym: str, visitor_ids: tuple[str, ...] = ()) -> None:
+        """`attribution erase`: the customer's personal data leaves every stage."""
+        self._run([EraseCustomer(customer_id, pseudonym, visitor_ids)])
+
+    def _run(self, commands: list[Command]) -> None:
+        """Apply commands and everything they cause, first in first out, as the topics do."""
+        queue: deque[Command] = deque(commands)
+        while queue:
+            for output in self._apply(queue.popleft()):
+                if isinstance(output, VISITOR_COMMANDS + ORDER_COMMANDS + JOURNEY_COMMANDS):
+                    queue.append(output)
                 elif isinstance(output, IdentityConflict):
                     self.identity_conflicts += 1
-        for order_command in routed.to_orders:
-            key = order_key(order_command)
-            self.ledgers[key], ledger_outputs = apply_to_ledger(
-                self.ledgers.get(key), order_command, self.rules
-            )
-            for ledger_output in ledger_outputs:
-                if isinstance(ledger_output, OrderUpdated):
-                    journey_commands.append(ledger_output)
-                elif isinstance(ledger_output, Rejection):
-                    self.rejections.append(ledger_output)
-                else:
-                    self._emit([ledger_output])
-        while journey_commands:
-            command = journey_commands.popleft()
-            customer = customer_key(command)
-            self.journeys[customer], journey_rows = apply_to_journey(
-                self.journeys.get(customer), command, self.rules
-            )
-            self._emit(journey_rows)
+                elif isinstance(output, Rejection):
+                    self.rejections.append(output)
+                elif not isinstance(output, IdentityLinked):
+                    self._emit([output])
+
+    def _apply(self, command: Command) -> Sequence[VisitorOutput | LedgerOutput | JourneyOutput]:
+        if isinstance(command, VISITOR_COMMANDS):
+            key = command.visitor_id
+            visitor, visitor_outputs = apply_to_visitor(self.visitors.get(key), command, self.rules)
+            _store(self.visitors, key, visitor)
+            return visitor_outputs
+        if isinstance(command, ORDER_COMMANDS):
+            key = order_key(command)
+            ledger, ledger_outputs = apply_to_ledger(self.ledgers.get(key), command, self.rules)
+            _store(self.ledgers, key, ledger)
+            return ledger_outputs
+        key = customer_key(command)
+        journey, journey_outputs = apply_to_journey(self.journeys.get(key), command, self.rules)
+        _store(self.journeys, key, journey)
+        return journey_outputs
 
     def feed_all(self, events: Iterable[Event]) -> None:
         for event in events:
@@ -123,6 +130,13 @@ class LocalPipeline:
 
 
 State = TypeVar("State")
+
+
+def _store(states: dict[str, State], key: str, state: State | None) -> None:
+    if state is None:
+        states.pop(key, None)
+    else:
+        states[key] = state
 
 
 def _unexpired(

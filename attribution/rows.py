@@ -185,6 +185,18 @@ class IdentityConflict:
     ignored_customer_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class CustomerErased(_Row):
+    """To the sink: rewrite the customer's stored rows to `pseudonym` and drop their visitors'
+    ids and device hashes. Only the pseudonym and the time are recorded."""
+
+    table: ClassVar[str] = "erasures"
+
+    customer_id: str
+    pseudonym: str
+    visitor_ids: tuple[str, ...]
+
+
 Row = (
     CreditRow
     | OrderRow
@@ -194,4 +206,5 @@ Row = (
     | CodeRedemptionRow
     | IdentityRow
     | ContentMetricsRow
+    | CustomerErased
 )

@@ -284,13 +284,51 @@ class ClickHouseWriter:
         self._client = client
 
     def insert_now(self, rows: Iterable[dict[str, Any]]) -> int:
+        """Insert wire rows, one insert per table. An erasure applies after the rows before it
+        are stored and before those after it; all of it can be repeated without harm."""
         by_table: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        stored = 0
         for row in rows:
-            by_table[row["table"]].append(row)
+            if row["table"] == "erasures":
+                stored += self._insert_tables(by_table)
+                by_table.clear()
+                self.erase_customer(row["customer_id"], row["pseudonym"], row["visitor_ids"])
+            else:
+                by_table[row["table"]].append(row)
+        return stored + self._insert_tables(by_table)
+
+    def _insert_tables(self, by_table: dict[str, list[dict[str, Any]]]) -> int:
         for table, table_rows in by_table.items():
             names, data = to_columns(table_rows)
             self._client.insert(table, data, column_names=names)
         return sum(len(table_rows) for table_rows in by_table.values())
+
+    def erase_customer(self, customer_id: str, pseudonym: str, visitor_ids: Sequence[str]) -> None:
+        """The customer's rows name the pseudonym instead; their visitors' ids, device hashes
+        and identity links are gone. Money and credits are unchanged."""
+        parameters = {"customer": customer_id, "pseudonym": pseudonym, "visitors": visitor_ids}
+        statements = [
+            f"ALTER TABLE {table} UPDATE customer_id = {{pseudonym:String}} "
+            "WHERE customer_id = {customer:String}"
+            for table in ("credits", "orders", "code_redemptions")
+        ]
+        statements += [
+            """
+            ALTER TABLE clicks UPDATE
+                customer_id = if(customer_id = {customer:String}, {pseudonym:String}, customer_id),
+                visitor_id = '', ip_hash = '', user_agent_hash = ''
+            WHERE customer_id = {customer:String} OR has({visitors:Array(String)}, visitor_id)
+            """,
+            """
+            ALTER TABLE identity_links DELETE
+            WHERE customer_id = {customer:String} OR has({visitors:Array(String)}, visitor_id)
+            """,
+        ]
+        for statement in statements:
+            self._client.command(statement, parameters=parameters, settings={"mutations_sync": 2})
+        self._client.insert(
+            "erasures", [[pseudonym, len(visitor_ids)]], column_names=["pseudonym", "visitors"]
+        )
 
     def query(
         self, sql: str, *, readonly: bool = True, parameters: dict[str, Any] | None = None

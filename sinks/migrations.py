@@ -263,6 +263,17 @@ CLICK_HASHES = (
     "ALTER TABLE clicks ADD COLUMN IF NOT EXISTS user_agent_hash String DEFAULT ''",
 )
 
+# When each `attribution erase` was applied; the customer id itself is nowhere.
+ERASURES = (
+    """
+    CREATE TABLE IF NOT EXISTS erasures (
+        pseudonym String,
+        visitors UInt32,
+        erased_at DateTime64(3, 'UTC') DEFAULT now64(3)
+    ) ENGINE = ReplacingMergeTree ORDER BY pseudonym
+    """,
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "raw events, credits, catalog dimensions", SCHEMA),
     Migration(2, "contracts name the model their commission is paid on", CONTRACT_MODEL),
@@ -270,6 +281,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "order items", ORDER_ITEMS),
     Migration(5, "KPI views, spend, payouts, benchmark flags", KPI_VIEWS),
     Migration(6, "keyed hashes of click IP addresses and user agents", CLICK_HASHES),
+    Migration(7, "erasures of customers' personal data", ERASURES),
 )
 
 

@@ -1,4 +1,4 @@
-"""The `attribution` command: worker, replay, sql, catalog load, demo."""
+"""The `attribution` command: worker, replay, sql, catalog load, erase, demo."""
 
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ def _worker(settings: Settings) -> int:
     from streams.topics import ensure_topics
 
     asyncio.run(ensure_topics(settings))
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     topology = create_topology(settings)
     register_agents(topology)
     sys.argv = [
@@ -173,6 +174,57 @@ def _catalog_load(settings: Settings, directory: Path) -> int:
     return 0
 
 
+def sql_string(value: str) -> str:
+    r"""A ClickHouse string literal.
+
+    >>> print(sql_string("o'brien\\x"))
+    'o\'brien\\x'
+    """
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _erase(settings: Settings, customer_id: str) -> int:
+    """Ask the workers to erase a customer: the journey stage moves what must stay (orders,
+    credits) to a random pseudonym and forgets the rest; see docs/privacy.md."""
+    import secrets
+
+    from aiokafka import AIOKafkaProducer
+
+    from attribution.messages import EraseCustomer, command_to_wire
+    from streams.codecs import encode
+
+    # Visitors linked to the customer that never clicked an influencer link are known to
+    # ClickHouse only; the journey adds those its clicks came from.
+    _, rows = run_sql(
+        settings,
+        "SELECT DISTINCT visitor_id FROM identity_links "
+        f"WHERE customer_id = {sql_string(customer_id)}",
+    )
+    visitor_ids = tuple(sorted(str(row[0]) for row in rows))
+    command = EraseCustomer(customer_id, f"erased-{secrets.token_hex(10)}", visitor_ids)
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+        await producer.start()
+        try:
+            await producer.send_and_wait(
+                settings.topic("journey-commands"),
+                key=customer_id.encode(),
+                value=encode(command_to_wire(command)),
+            )
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+    print(
+        f"erasure requested: the customer's journey, orders and {len(visitor_ids)} linked "
+        "visitors are rewritten by the workers within seconds; `SELECT * FROM erasures` "
+        "lists it once ClickHouse is rewritten",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def _schemas_export(directory: Path) -> int:
     from schemas.events import export_json_schemas
 
@@ -199,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     schemas_commands = schemas.add_subparsers(dest="schemas_command", required=True)
     export = schemas_commands.add_parser("export", help="write one JSON Schema per event type")
     export.add_argument("directory", type=Path)
+    erase = commands.add_parser("erase", help="remove a customer's personal data everywhere")
+    erase.add_argument("--customer", required=True, help="the storefront's customer id")
     demo = commands.add_parser("demo", help="services + worker + synthetic storefront + report")
     demo.add_argument("--seconds", type=float, default=60.0)
     return parser
@@ -217,6 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _catalog_load(settings, args.directory)
     if args.command == "schemas":
         return _schemas_export(args.directory)
+    if args.command == "erase":
+        return _erase(settings, args.customer)
     from streams.demo import run_demo
 
     return run_demo(settings, seconds=args.seconds)
