@@ -15,8 +15,10 @@ import tracemalloc
 from datetime import UTC, datetime
 from pathlib import Path
 
+from attribution.catalog import Catalog
 from attribution.replay import LocalPipeline
 from attribution.rules import Rules
+from bench import report
 from schemas.events import decode_event
 from simulation.storefront import Storefront
 
@@ -32,6 +34,26 @@ def _events(target: int) -> tuple[list[bytes], Storefront]:
         if len(events) >= target:
             return [json.dumps(event).encode() for event in events], storefront
         shoppers = int(shoppers * target / len(events)) + 1
+
+
+def state_per_touchpoint(
+    lines: list[bytes], catalog: Catalog, sample: int = 200_000
+) -> tuple[int, int]:
+    """Bytes the journeys and visitors hold (tracemalloc) and the touchpoints they store,
+    after replaying the first `sample` events."""
+    gc.collect()
+    tracemalloc.start()
+    pipeline = LocalPipeline(catalog, Rules())
+    pipeline.feed_all(decode_event(line) for line in lines[: min(len(lines), sample)])
+    pipeline.ledgers.clear()
+    pipeline.credits.clear()
+    gc.collect()
+    state_bytes, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    stored = sum(len(j.clicks) for j in pipeline.journeys.values()) + sum(
+        len(v.waiting) for v in pipeline.visitors.values()
+    )
+    return state_bytes, stored
 
 
 def main() -> None:
@@ -55,20 +77,8 @@ def main() -> None:
     attribute_seconds = time.perf_counter() - began
     credit_rows = len(pipeline.final_credits())
 
-    # Memory per stored touchpoint: the journeys and visitors alone, measured by tracemalloc.
     del parsed
-    gc.collect()
-    tracemalloc.start()
-    sample = LocalPipeline(catalog, Rules())
-    sample.feed_all(decode_event(line) for line in lines[: min(len(lines), 200_000)])
-    sample.ledgers.clear()
-    sample.credits.clear()
-    gc.collect()
-    state_bytes, _ = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    stored = sum(len(j.clicks) for j in sample.journeys.values()) + sum(
-        len(v.waiting) for v in sample.visitors.values()
-    )
+    state_bytes, stored = state_per_touchpoint(lines, catalog)
 
     figures = {
         "machine": {
@@ -85,10 +95,7 @@ def main() -> None:
         "stored_touchpoints_sampled": stored,
         "state_bytes_per_touchpoint": round(state_bytes / max(stored, 1)),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(figures, indent=2))
-    for name, value in figures.items():
-        print(f"{name:32} {value}")
+    report(figures, args.out)
 
 
 if __name__ == "__main__":

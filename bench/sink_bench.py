@@ -24,6 +24,7 @@ from clickhouse_connect.driver.client import Client
 from attribution.replay import LocalPipeline
 from attribution.rows import Row
 from attribution.rules import Rules
+from bench import report
 from schemas.events import decode_event
 from simulation.storefront import Storefront
 from sinks.clickhouse import ClickHouseWriter, connect
@@ -82,10 +83,7 @@ def main() -> None:
         "sink_rows_per_second": round(len(payloads) / total_seconds),
         "insert_only_rows_per_second": round(len(payloads) / insert_seconds),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(figures, indent=2))
-    for name, value in figures.items():
-        print(f"{name:30} {value}")
+    report(figures, args.out)
 
 
 def _client(directory: Path) -> Client:

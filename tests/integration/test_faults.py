@@ -45,6 +45,17 @@ class Scenario:
             settings.redis_url, settings.topic_prefix, read_catalog_dir(self.catalog_dir)
         )
 
+    @property
+    def second_half(self) -> list[bytes]:
+        return self.lines[len(self.lines) // 2 :]
+
+    def feed_first_half(self, worker: WorkerProcess) -> None:
+        """Catalog published, the first half fed and a third of it consumed: a fault can start."""
+        worker.wait_for_catalog(self.publish_catalog(worker.settings))
+        first_half = self.lines[: len(self.lines) // 2]
+        feed(worker.settings, first_half)
+        wait_until_consumed(worker, len(first_half) // 3)
+
     def report(self) -> str:
         cents = int(sum(c[6] for c in self.expected if c[1] == "last_click") * 100)
         return (
@@ -97,16 +108,12 @@ def test_sigkill_at_three_random_points_loses_and_doubles_nothing(
 def test_broker_restarted_mid_stream_loses_and_doubles_nothing(
     isolated_settings: Settings, tmp_path: Path, scenario: Scenario
 ) -> None:
-    lines = scenario.lines
-    half = len(lines) // 2
     worker = WorkerProcess(isolated_settings, tmp_path / "worker.log")
     worker.start()
     try:
-        worker.wait_for_catalog(scenario.publish_catalog(isolated_settings))
-        feed(isolated_settings, lines[:half])
-        wait_until_consumed(worker, half // 3)
+        scenario.feed_first_half(worker)
         subprocess.run([str(STACK), "restart-kafka"], check=True, timeout=120)
-        feed(isolated_settings, lines[half:])
+        feed(isolated_settings, scenario.second_half)
         actual = wait_for_credits(worker, scenario.expected, timeout=300)
         assert worker.endpoint("/health")[0] == 200, "the worker did not survive the restart"
     finally:
@@ -118,8 +125,6 @@ def test_broker_restarted_mid_stream_loses_and_doubles_nothing(
 def test_clickhouse_failing_for_20_seconds_holds_offsets_then_catches_up(
     isolated_settings: Settings, tmp_path: Path, scenario: Scenario
 ) -> None:
-    lines = scenario.lines
-    half = len(lines) // 2
     failing = tmp_path / "clickhouse-fails"
     worker = WorkerProcess(
         isolated_settings,
@@ -129,12 +134,10 @@ def test_clickhouse_failing_for_20_seconds_holds_offsets_then_catches_up(
     )
     worker.start()
     try:
-        worker.wait_for_catalog(scenario.publish_catalog(isolated_settings))
-        feed(isolated_settings, lines[:half])
-        wait_until_consumed(worker, half // 3)
+        scenario.feed_first_half(worker)
         failing.touch()
         fault_ends = time.monotonic() + 20
-        feed(isolated_settings, lines[half:])
+        feed(isolated_settings, scenario.second_half)
         while worker.metric("attribution_sink_failures_total") == 0:
             assert time.monotonic() < fault_ends, "no insert was attempted during the fault"
             time.sleep(0.1)

@@ -1,0 +1,364 @@
+"""The whole pipeline on real Kafka and embedded ClickHouse, in one run. Figures, not tests.
+
+python -m bench.pipeline_bench --events 300000
+
+1. a synthetic storefront (Zipf-popular influencers across tiers and platforms; clicks,
+   cross-device identifies, codes, orders, refunds, late and duplicate deliveries) is produced
+   to a fresh events topic;
+2. the raw aiokafka consume ceiling over that topic;
+3. a worker drains the backlog: sustained events/s end to end (five models, ClickHouse sink),
+   peak RSS, and the credits checked against the replay (rows and cents);
+4. a second stream at half that rate: event produced -> credit row stored in ClickHouse,
+   p50/p99 from the worker's own histogram;
+5. the worker restarted: time to restore its tables (journeys counted);
+6. the same backlog through two `stages` workers and one `sink` (scale-out), checked again.
+
+Prints a table and writes bench/results/pipeline.json with the machine it ran on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from attribution.replay import LocalPipeline
+from attribution.rules import Rules
+from bench import report
+from bench.replay_bench import state_per_touchpoint
+from schemas.catalog import read_catalog_dir
+from schemas.events import InvalidEvent, decode_event
+from simulation.storefront import Storefront
+from sinks.catalog_store import publish_catalog
+from streams.producer import produce_events
+from streams.settings import Settings
+from streams.topics import ensure_topics
+from streams.worker_process import WorkerProcess, free_port
+
+ROOT = Path(__file__).parents[1]
+EVENTS_PER_SHOPPER = 2.8
+CREDITS_SQL = """
+    SELECT count(), toString(sum(revenue_credit)) FROM credits FINAL
+    WHERE NOT is_deleted AND model = 'linear'
+"""
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+@dataclass(frozen=True)
+class Stream:
+    lines: list[bytes]
+    catalog_dir: Path
+    expected_rows: int
+    expected_revenue: Decimal
+
+
+def storefront_stream(events: int, seed: int, directory: Path) -> Stream:
+    """At least `events` events of one storefront, and what the replay credits for them."""
+    shoppers = int(events / EVENTS_PER_SHOPPER)
+    while True:
+        storefront = Storefront(datetime(2026, 6, 1, tzinfo=UTC), seed=seed, influencers_count=60)
+        generated = storefront.events(shoppers)
+        if len(generated) >= events:
+            break
+        shoppers = int(shoppers * events / len(generated)) + 1
+    lines = [json.dumps(event).encode() for event in generated]
+    pipeline = LocalPipeline(storefront.static_catalog(), Rules())
+    for line in lines:
+        try:
+            pipeline.feed(decode_event(line))
+        except InvalidEvent:
+            continue
+    linear = [row for row in pipeline.final_credits() if row.model == "linear"]
+    catalog_dir = storefront.write_catalog(directory / f"catalog-{seed}")
+    return Stream(
+        lines, catalog_dir, len(linear), sum((r.revenue_credit for r in linear), Decimal(0))
+    )
+
+
+def bench_settings(directory: Path, name: str, **overrides: Any) -> Settings:
+    unique = f"bench{int(time.time())}{name}"
+    return Settings(
+        data_dir=directory / unique,
+        topic_prefix=unique,
+        app_id=unique,
+        web_port=free_port(),
+        log_level="info",
+        lag_interval_seconds=1.0,
+        sweep_interval_seconds=5.0,
+        business_metrics_seconds=3600.0,
+        **overrides,
+    )
+
+
+async def consume_ceiling(settings: Settings, count: int) -> float:
+    """Raw aiokafka: how fast the events topic is read back, records/s."""
+    consumer = AIOKafkaConsumer(
+        settings.topic("events"),
+        bootstrap_servers=settings.bootstrap_servers,
+        auto_offset_reset="earliest",
+        group_id=None,
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+        fetch_max_bytes=64 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        read = 0
+        began = time.perf_counter()
+        while read < count:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=50_000)
+            read += sum(len(records) for records in batch.values())
+        return read / (time.perf_counter() - began)
+    finally:
+        await consumer.stop()
+
+
+def drained(workers: list[WorkerProcess], events: int) -> bool:
+    """Every event consumed and every input topic (events, commands, rows) committed."""
+    samples = [worker.metrics() for worker in workers]
+    consumed = sum(
+        value
+        for sample in samples
+        for (name, _), value in sample.items()
+        if name == "attribution_events_consumed_total"
+    )
+    lag = sum(
+        value
+        for sample in samples
+        for (name, _), value in sample.items()
+        if name == "attribution_consumer_lag"
+    )
+    return consumed >= events and lag == 0
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> float:
+    began = time.monotonic()
+    while not condition():
+        if time.monotonic() - began > timeout:
+            raise TimeoutError(f"{what} not reached in {timeout} s")
+        time.sleep(0.25)
+    return time.monotonic() - began
+
+
+def credits_match(sink: WorkerProcess, stream: Stream) -> bool:
+    rows, revenue = sink.sql(CREDITS_SQL)[0]
+    return (
+        int(str(rows)) == stream.expected_rows and Decimal(str(revenue)) == stream.expected_revenue
+    )
+
+
+def peak_rss_mb(worker: WorkerProcess) -> float:
+    status = Path(f"/proc/{worker.pid}/status").read_text()
+    match = re.search(r"VmHWM:\s+(\d+) kB", status)
+    return round(int(match.group(1)) / 1024, 1) if match else 0.0
+
+
+def histogram(samples: Samples, name: str) -> dict[float, float]:
+    return {
+        float(dict(labels)["le"]): value
+        for (sample, labels), value in samples.items()
+        if sample == f"{name}_bucket"
+    }
+
+
+def quantile(q: float, before: dict[float, float], after: dict[float, float]) -> float:
+    """Prometheus' histogram_quantile over the buckets' growth between two scrapes."""
+    bounds = sorted(after)
+    counts = [after[bound] - before.get(bound, 0.0) for bound in bounds]
+    total = counts[-1]
+    if total == 0:
+        return float("nan")
+    rank = q * total
+    lower, below = 0.0, 0.0
+    for bound, cumulative in zip(bounds, counts, strict=True):
+        if cumulative >= rank:
+            if bound == float("inf"):
+                return lower
+            return lower + (bound - lower) * (rank - below) / max(cumulative - below, 1e-9)
+        lower, below = bound, cumulative
+    return lower
+
+
+async def produce_paced(settings: Settings, lines: list[bytes], rate: float) -> float:
+    """Send `lines` at `rate` events/s in 50 ms ticks (record timestamp = send time)."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=5
+    )
+    await producer.start()
+    try:
+        began = time.perf_counter()
+        per_tick = max(int(rate / 20), 1)
+        for start in range(0, len(lines), per_tick):
+            for line in lines[start : start + per_tick]:
+                await producer.send(settings.topic("events"), line)
+            due = began + (start + per_tick) / rate
+            await asyncio.sleep(max(due - time.perf_counter(), 0))
+        await producer.flush()
+        return len(lines) / (time.perf_counter() - began)
+    finally:
+        await producer.stop()
+
+
+def recovery_seconds(log: Path) -> float | None:
+    """From 'Restoring state' to 'Done reading' in the last start of a worker's log."""
+    stamp = r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]"
+    stamps = re.findall(
+        stamp + r".*(Restoring state from changelog|Done reading)", log.read_text(errors="replace")
+    )
+    begun = [s for s, what in stamps if what.startswith("Restoring")]
+    done = [s for s, what in stamps if what.startswith("Done")]
+    if not begun or not done:
+        return None
+    # Both stamps are the worker's local time; only their difference matters.
+    parse = lambda s: datetime.strptime(s + "+0000", "%Y-%m-%d %H:%M:%S,%f%z")  # noqa: E731
+    return round((parse(done[-1]) - parse(begun[-1])).total_seconds(), 2)
+
+
+def single_worker(
+    stream: Stream, latency_stream: Stream, directory: Path, seconds: float
+) -> dict[str, Any]:
+    settings = bench_settings(directory, "one")
+    asyncio.run(ensure_topics(settings))
+    publish_catalog(settings.redis_url, settings.topic_prefix, read_catalog_dir(stream.catalog_dir))
+    began = time.perf_counter()
+    asyncio.run(produce_events(settings.bootstrap_servers, settings.topic("events"), stream.lines))
+    produce_rate = len(stream.lines) / (time.perf_counter() - began)
+    ceiling = asyncio.run(consume_ceiling(settings, len(stream.lines)))
+
+    worker = WorkerProcess(settings, directory / "one.log")
+    figures: dict[str, Any] = {
+        "raw_produce_events_per_second": round(produce_rate),
+        "raw_consume_events_per_second": round(ceiling),
+    }
+    worker.start(ready_timeout=180)
+    try:
+        drain = wait_until(lambda: drained([worker], len(stream.lines)), 3600, "backlog drained")
+        throughput = len(stream.lines) / drain
+        wait_until(lambda: credits_match(worker, stream), 300, "credits equal to the replay")
+        figures["pipeline_events_per_second"] = round(throughput)
+        figures["credits_equal_replay"] = True
+        figures["credit_rows_linear"] = stream.expected_rows
+
+        # Half load: a new storefront (other ids) at half the sustained rate.
+        name = "attribution_credit_stored_latency_seconds"
+        before = histogram(worker.metrics(), name)
+        count = min(len(latency_stream.lines), int(throughput / 2 * seconds))
+        publish_catalog(
+            settings.redis_url, settings.topic_prefix, read_catalog_dir(latency_stream.catalog_dir)
+        )
+        sent_rate = asyncio.run(
+            produce_paced(settings, latency_stream.lines[:count], throughput / 2)
+        )
+        wait_until(lambda: drained([worker], len(stream.lines) + count), 600, "half load drained")
+        time.sleep(2 * settings.sink_batch_seconds)
+        after = histogram(worker.metrics(), name)
+        figures["half_load_events_per_second"] = round(sent_rate)
+        figures["latency_p50_seconds"] = round(quantile(0.5, before, after), 3)
+        figures["latency_p99_seconds"] = round(quantile(0.99, before, after), 3)
+        figures["worker_peak_rss_mb"] = peak_rss_mb(worker)
+        wait_until(
+            lambda: worker.metric("attribution_table_keys", table="journeys") > 0, 60, "sweep"
+        )
+        journeys = int(worker.metric("attribution_table_keys", table="journeys"))
+    finally:
+        worker.stop()
+
+    began = time.perf_counter()
+    worker.start(ready_timeout=600)
+    figures["restart_to_ready_seconds"] = round(time.perf_counter() - began, 2)
+    figures["table_restore_seconds"] = recovery_seconds(worker.log_path)
+    figures["journeys_restored"] = journeys
+    worker.stop()
+    return figures
+
+
+def two_workers(stream: Stream, directory: Path) -> dict[str, Any]:
+    settings = bench_settings(directory, "two")
+    asyncio.run(ensure_topics(settings))
+    publish_catalog(settings.redis_url, settings.topic_prefix, read_catalog_dir(stream.catalog_dir))
+    asyncio.run(produce_events(settings.bootstrap_servers, settings.topic("events"), stream.lines))
+    roles = [("sink", "sink"), ("stages", "first"), ("stages", "second")]
+    workers = [
+        WorkerProcess(
+            settings.model_copy(
+                update={"role": role, "data_dir": directory / name, "web_port": free_port()}
+            ),
+            directory / f"{name}.log",
+        )
+        for role, name in roles
+    ]
+    for worker in workers:
+        worker.start(ready_timeout=180)
+    try:
+        drain = wait_until(lambda: drained(workers, len(stream.lines)), 3600, "backlog drained")
+        matched = True
+        try:
+            wait_until(lambda: credits_match(workers[0], stream), 300, "credits")
+        except TimeoutError:
+            matched = False
+        shares = [round(w.metric("attribution_events_consumed_total")) for w in workers[1:]]
+        rss = [peak_rss_mb(worker) for worker in workers]
+    finally:
+        for worker in workers:
+            worker.stop()
+    return {
+        "two_workers_events_per_second": round(len(stream.lines) / drain),
+        "two_workers_events_each": shares,
+        "two_workers_credits_equal_replay": matched,
+        "two_workers_peak_rss_mb": rss,
+    }
+
+
+def kafka_version() -> str:
+    jars = sorted((ROOT / ".devstack" / "kafka" / "libs").glob("kafka_2.13-*.jar"))
+    return jars[0].stem.removeprefix("kafka_2.13-") if jars else "unknown"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=300_000)
+    parser.add_argument("--latency-seconds", type=float, default=30.0)
+    parser.add_argument("--skip-scale-out", action="store_true")
+    parser.add_argument("--out", type=Path, default=Path("bench/results/pipeline.json"))
+    args = parser.parse_args()
+
+    # Kept afterwards: the workers' logs are the first thing to read when a figure surprises.
+    directory = Path(tempfile.mkdtemp(prefix="pipeline-bench-"))
+    stream = storefront_stream(args.events, seed=5, directory=directory)
+    latency_stream = storefront_stream(args.events // 2, seed=6, directory=directory)
+    state_bytes, stored = state_per_touchpoint(
+        stream.lines,
+        Storefront(datetime(2026, 6, 1, tzinfo=UTC), seed=5, influencers_count=60).static_catalog(),
+    )
+    figures: dict[str, Any] = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "kafka": kafka_version(),
+        },
+        "events": len(stream.lines),
+        "state_bytes_per_touchpoint": round(state_bytes / max(stored, 1)),
+    }
+    figures.update(single_worker(stream, latency_stream, directory, args.latency_seconds))
+    if not args.skip_scale_out:
+        figures.update(two_workers(stream, directory))
+    figures["work_dir"] = str(directory)
+    report(figures, args.out)
+
+
+if __name__ == "__main__":
+    main()
