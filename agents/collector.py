@@ -36,8 +36,14 @@ async def _read_limited(request: Request) -> bytes | None:
     declared = request.content_length
     if declared is not None and declared > MAX_BATCH_BYTES:
         return None
-    body = await request.content.read(MAX_BATCH_BYTES + 1)
-    return None if len(body) > MAX_BATCH_BYTES else body
+    # read(n) returns whatever the socket has buffered, up to n: loop until the end of the body.
+    body = bytearray()
+    while len(body) <= MAX_BATCH_BYTES:
+        chunk = await request.content.read(MAX_BATCH_BYTES + 1 - len(body))
+        if not chunk:
+            return bytes(body)
+        body += chunk
+    return None
 
 
 async def _produce_all(topology: Topology, documents: list[bytes]) -> bool:

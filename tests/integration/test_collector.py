@@ -99,6 +99,17 @@ def test_ndjson_is_accepted_like_an_array(collector: WorkerProcess) -> None:
     assert (status, answer["accepted"]) == (200, 3)
 
 
+def test_a_full_batch_arriving_in_many_reads_is_accepted_whole(collector: WorkerProcess) -> None:
+    padding = "x" * 700  # ~0.9 MB in all: the body reaches the worker over many socket reads
+    body = b"\n".join(
+        json.dumps(click(f"f{index}", url=f"https://shop.example/?p={padding}")).encode()
+        for index in range(1000)
+    )
+    assert 500_000 < len(body) <= 1_000_000
+    status, answer = post_events(collector, body)
+    assert (status, answer["accepted"], answer["invalid"]) == (200, 1000, 0)
+
+
 def test_unsigned_oversize_and_overfull_requests_are_refused(collector: WorkerProcess) -> None:
     body = json.dumps([click("s1")]).encode()
     assert post(collector, "/v1/events", body, {})[0] == 401
