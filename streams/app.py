@@ -22,7 +22,7 @@ from sinks.clickhouse import ClickHouseWriter, connect
 from sinks.migrations import migrate
 from streams.logs import json_logging_config
 from streams.metrics import Metrics
-from streams.recovery import SeekThenResumeTableManager
+from streams.recovery import SeekThenResumeTableManager, SnapshotFetchTransport
 from streams.settings import Settings
 
 
@@ -67,11 +67,18 @@ class Topology:
         return self.settings.role in ("all", "sink")
 
 
+class AttributionApp(faust.App):  # type: ignore[misc]
+    """Faust's app with the consumer that fetches a fixed set of partitions."""
+
+    def _new_transport(self) -> Any:
+        return SnapshotFetchTransport(self.conf.broker_consumer, self)
+
+
 def create_topology(settings: Settings) -> Topology:
     # A sink has no tables: its own consumer group reads the rows topic, whatever the number of
     # stage workers.
     app_id = f"{settings.app_id}-sink" if settings.role == "sink" else settings.app_id
-    app = faust.App(
+    app = AttributionApp(
         app_id,
         broker=settings.kafka_url,
         store="memory://",

@@ -47,6 +47,8 @@ class WorkerProcess:
 
     def start(self, ready_timeout: float = 90.0) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        # The log is appended to across restarts: only what this start writes counts.
+        written_before = self.log_path.stat().st_size if self.log_path.exists() else 0
         self._log = self.log_path.open("ab")
         env = {**os.environ, **self.settings.as_env(), **self.extra_env}
         self._process = subprocess.Popen(
@@ -59,7 +61,7 @@ class WorkerProcess:
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 raise RuntimeError(f"worker exited early; see {self.log_path}")
-            if b"Worker]: Ready" in self.log_path.read_bytes():
+            if b"Worker]: Ready" in self.log_path.read_bytes()[written_before:]:
                 try:
                     if self.settings.role == "stages":  # no ClickHouse behind this one
                         self.endpoint("/health")
