@@ -4,7 +4,8 @@ Agents read one event at a time (Faust's plainest, best-trodden path) from a str
 with automatic acknowledgement turned off. What an event changes (table state, rows
 for ClickHouse) is held until a flush saves it; only then are the events behind it
 acknowledged, so Kafka commits an offset only after everything it led to is saved.
-A flush happens every `max_events` events and every `within_seconds`.
+A flush happens once the events count for `max_units` (one each, or the rows they carry) and every
+`within_seconds`.
 
 Faust's own `take_events` was not used: it acknowledges a batch in a `finally`
 (even when the agent failed or was stopped halfway), and under load it lost whole
@@ -29,11 +30,12 @@ SaveFn = Callable[[], Awaitable[bool]]
 class PendingEvents:
     """Processed events waiting for their effects to be saved before they are acknowledged."""
 
-    def __init__(self, stream: Any, max_events: int, save: SaveFn) -> None:
+    def __init__(self, stream: Any, max_units: int, save: SaveFn) -> None:
         self._stream = stream.noack()
-        self._max_events = max_events
+        self._max_units = max_units
         self._save = save
         self._events: list[Any] = []
+        self._units = 0
         self._lock = asyncio.Lock()
 
     def events(self) -> AsyncIterator[Any]:
@@ -41,11 +43,13 @@ class PendingEvents:
         events: AsyncIterator[Any] = self._stream.events()
         return events
 
-    async def done(self, event: Any) -> None:
-        """Mark an event processed; a full batch is saved before reading more (back-pressure)."""
+    async def done(self, event: Any, units: int = 1) -> None:
+        """Mark an event processed, counting for `units` (rows it carried, say) towards a full
+        batch; a full batch is saved before reading more (back-pressure)."""
         self._events.append(event)
+        self._units += units
         backoff = 0.1
-        while len(self._events) >= self._max_events and not await self.flush():
+        while self._units >= self._max_units and not await self.flush():
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
 
@@ -55,8 +59,10 @@ class PendingEvents:
             # Taken before saving: events the agent handles while the save awaits belong to
             # the next flush, with the effects they add meanwhile.
             events, self._events = self._events, []
+            units, self._units = self._units, 0
             if not await self._save():
                 self._events = events + self._events
+                self._units += units
                 return False
             for event in events:
                 await self._stream.ack(event)
@@ -65,11 +71,11 @@ class PendingEvents:
 
 @asynccontextmanager
 async def pending_events(
-    stream: Any, max_events: int, within_seconds: float, save: SaveFn
+    stream: Any, max_units: int, within_seconds: float, save: SaveFn
 ) -> AsyncIterator[PendingEvents]:
     """A `PendingEvents` over the agent's `stream`, flushed every `within_seconds` while the
     agent runs, and at its end."""
-    pending = PendingEvents(stream, max_events, save)
+    pending = PendingEvents(stream, max_units, save)
 
     async def flush_periodically() -> None:
         while True:

@@ -57,8 +57,10 @@ def register(topology: Topology) -> None:
             stream, settings.sink_batch_rows, settings.sink_batch_seconds, save
         ) as pending:
             async for event in pending.events():
-                row = decode(event.value)
-                rows.append(row)
-                if row["table"] == "credits":
-                    credit_origins.append(event.message.timestamp)
-                await pending.done(event)
+                record = decode(event.value)
+                # A record holds the rows of one event; before 2026-11-24 it held one row.
+                batch = record if isinstance(record, list) else [record]
+                rows.extend(batch)
+                credits = sum(1 for row in batch if row["table"] == "credits")
+                credit_origins.extend([event.message.timestamp] * credits)
+                await pending.done(event, len(batch))

@@ -96,13 +96,15 @@ async def _emit_visitor_outputs(topology: Topology, outputs: list[Any]) -> None:
 
 
 async def _emit_ledger_outputs(topology: Topology, outputs: list[Any]) -> None:
+    rows = []
     for output in outputs:
         if isinstance(output, OrderUpdated):
             await send_journey_command(topology, output)
         elif isinstance(output, Rejection):
             await send_rejection(topology, output)
         else:
-            await send_rows(topology, [output])
+            rows.append(output)
+    await send_rows(topology, rows)
 
 
 async def _emit_journey_outputs(topology: Topology, outputs: list[Any]) -> None:

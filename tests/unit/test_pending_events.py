@@ -35,7 +35,7 @@ def test_events_handled_while_a_save_awaits_wait_for_the_next_flush() -> None:
             saved.append(snapshot)
             return True
 
-        pending = PendingEvents(stream, max_events=100, save=save)
+        pending = PendingEvents(stream, max_units=100, save=save)
         effects.append("e1")
         await pending.done("e1")
         flushing = asyncio.create_task(pending.flush())
@@ -61,7 +61,7 @@ def test_a_failed_save_acknowledges_nothing_and_keeps_the_events_in_order() -> N
         async def save() -> bool:
             return next(results)
 
-        pending = PendingEvents(stream, max_events=100, save=save)
+        pending = PendingEvents(stream, max_units=100, save=save)
         for event in ("e1", "e2"):
             await pending.done(event)
         assert not await pending.flush()
@@ -71,3 +71,20 @@ def test_a_failed_save_acknowledges_nothing_and_keeps_the_events_in_order() -> N
         return stream.acked
 
     assert asyncio.run(scenario()) == ["e1", "e2", "e3"]
+
+
+def test_a_batch_is_full_when_its_events_carry_max_units_rows() -> None:
+    async def scenario() -> list[list[str]]:
+        stream = RecordingStream()
+        acked_at_each_done: list[list[str]] = []
+
+        async def save() -> bool:
+            return True
+
+        pending = PendingEvents(stream, max_units=5, save=save)
+        for event, rows in (("e1", 3), ("e2", 1), ("e3", 1), ("e4", 4)):
+            await pending.done(event, rows)
+            acked_at_each_done.append(list(stream.acked))
+        return acked_at_each_done
+
+    assert asyncio.run(scenario()) == [[], [], ["e1", "e2", "e3"], ["e1", "e2", "e3"]]
