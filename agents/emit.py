@@ -18,6 +18,7 @@ from attribution.messages import (
     JourneyCommand,
     OrderCommand,
     VisitorCommand,
+    Wire,
     command_to_wire,
     customer_key,
     order_key,
@@ -37,13 +38,38 @@ def origin_timestamp() -> float | None:
     return None if event is None else event.message.timestamp
 
 
-async def send_rows(topology: Topology, rows: list[Row]) -> None:
-    """The rows one event led to, as one record (a JSON array): most of the records a worker
-    reads are rows, and each record costs Faust the same whatever its size."""
-    if rows:
-        await topology.rows.send(
-            value=encode([row.to_wire() for row in rows]), timestamp=origin_timestamp()
-        )
+class RowsOutbox:
+    """Rows an agent produced since its last flush, sent by that flush as few records.
+
+    A `rows` record is a JSON array of up to `ROWS_PER_RECORD` rows: most of the records a
+    worker would read are rows, and each record costs Faust the same whatever its size. The
+    record carries the timestamp of the oldest event behind its rows, so latency measured
+    from it errs on the long side.
+    """
+
+    ROWS_PER_RECORD = 500
+
+    def __init__(self, topology: Topology) -> None:
+        self._topology = topology
+        self._rows: list[Wire] = []
+        self._oldest_origin: float | None = None
+
+    def add(self, rows: list[Row]) -> None:
+        if not rows:
+            return
+        self._rows.extend(row.to_wire() for row in rows)
+        origin = origin_timestamp()
+        if origin is not None and (self._oldest_origin is None or origin < self._oldest_origin):
+            self._oldest_origin = origin
+
+    async def send(self) -> bool:
+        """Send what was added so far; rows added while it awaits wait for the next call."""
+        rows, origin = self._rows, self._oldest_origin
+        self._rows, self._oldest_origin = [], None
+        for start in range(0, len(rows), self.ROWS_PER_RECORD):
+            chunk = rows[start : start + self.ROWS_PER_RECORD]
+            await self._topology.rows.send(value=encode(chunk), timestamp=origin)
+        return True
 
 
 async def send_visitor_command(topology: Topology, command: VisitorCommand) -> None:

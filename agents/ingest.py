@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from agents.batches import pending_events
-from agents.emit import send_dead_letter, send_order_command, send_rows, send_visitor_command
+from agents.emit import RowsOutbox, send_dead_letter, send_order_command, send_visitor_command
 from attribution.routing import route_event
 from schemas.events import InvalidEvent, decode_event
 from streams.app import Topology
@@ -14,11 +14,7 @@ from streams.app import Topology
 log = logging.getLogger(__name__)
 
 
-async def _nothing_to_save() -> bool:
-    return True
-
-
-async def _ingest_one(topology: Topology, raw: bytes) -> None:
+async def _ingest_one(topology: Topology, raw: bytes, outbox: RowsOutbox) -> None:
     try:
         parsed = decode_event(raw)
     except InvalidEvent as error:
@@ -30,7 +26,7 @@ async def _ingest_one(topology: Topology, raw: bytes) -> None:
         await send_visitor_command(topology, visitor_command)
     for order_command in routed.to_orders:
         await send_order_command(topology, order_command)
-    await send_rows(topology, routed.rows)
+    outbox.add(routed.rows)
 
 
 def register(topology: Topology) -> None:
@@ -40,12 +36,13 @@ def register(topology: Topology) -> None:
     @topology.app.agent(topology.events, name="ingest")
     async def ingest(stream: Any) -> None:
         await topology.catalog.refresh()
+        outbox = RowsOutbox(topology)
         async with pending_events(
-            stream, settings.stage_batch_events, settings.stage_batch_seconds, _nothing_to_save
+            stream, settings.stage_batch_events, settings.stage_batch_seconds, outbox.send
         ) as pending:
             async for event in pending.events():
                 metrics.events_consumed.inc()
-                await _ingest_one(topology, event.value)
+                await _ingest_one(topology, event.value, outbox)
                 await pending.done(event)
 
     @topology.app.task

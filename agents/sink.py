@@ -58,7 +58,7 @@ def register(topology: Topology) -> None:
         ) as pending:
             async for event in pending.events():
                 record = decode(event.value)
-                # A record holds the rows of one event; before 2026-11-24 it held one row.
+                # A record holds an array of rows; before 2026-11-24 it held one row.
                 batch = record if isinstance(record, list) else [record]
                 rows.extend(batch)
                 credits = sum(1 for row in batch if row["table"] == "credits")

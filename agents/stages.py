@@ -22,11 +22,11 @@ from aiokafka.partitioner import murmur2
 
 from agents.batches import pending_events
 from agents.emit import (
+    RowsOutbox,
     origin_timestamp,
     send_journey_command,
     send_order_command,
     send_rejection,
-    send_rows,
     send_visitor_command,
 )
 from attribution.identity import (
@@ -79,12 +79,12 @@ class Stage(Generic[State]):
     apply: Callable[[State | None, Any, Rules], tuple[State | None, list[Any]]]
     to_wire: Callable[[State], Wire]
     from_wire: Callable[[Wire], State]
-    emit: Callable[[Topology, list[Any]], Awaitable[None]]
+    emit: Callable[[Topology, list[Any], RowsOutbox], Awaitable[None]]
     newest_event_at: Callable[[State], datetime | None]
     expires_at: Callable[[State, Rules], datetime | None]
 
 
-async def _emit_visitor_outputs(topology: Topology, outputs: list[Any]) -> None:
+async def _emit_visitor_outputs(topology: Topology, outputs: list[Any], outbox: RowsOutbox) -> None:
     for output in outputs:
         if isinstance(output, TouchpointsArrived):
             await send_journey_command(topology, output)
@@ -95,7 +95,7 @@ async def _emit_visitor_outputs(topology: Topology, outputs: list[Any]) -> None:
             log.info("identity conflict on visitor %s ignored", output.visitor_id)
 
 
-async def _emit_ledger_outputs(topology: Topology, outputs: list[Any]) -> None:
+async def _emit_ledger_outputs(topology: Topology, outputs: list[Any], outbox: RowsOutbox) -> None:
     rows = []
     for output in outputs:
         if isinstance(output, OrderUpdated):
@@ -104,10 +104,10 @@ async def _emit_ledger_outputs(topology: Topology, outputs: list[Any]) -> None:
             await send_rejection(topology, output)
         else:
             rows.append(output)
-    await send_rows(topology, rows)
+    outbox.add(rows)
 
 
-async def _emit_journey_outputs(topology: Topology, outputs: list[Any]) -> None:
+async def _emit_journey_outputs(topology: Topology, outputs: list[Any], outbox: RowsOutbox) -> None:
     rows = []
     for output in outputs:  # an erasure's commands, else rows
         if isinstance(output, JOURNEY_COMMANDS):
@@ -118,7 +118,7 @@ async def _emit_journey_outputs(topology: Topology, outputs: list[Any]) -> None:
             await send_visitor_command(topology, output)
         else:
             rows.append(output)
-    await send_rows(topology, rows)
+    outbox.add(rows)
     origin = origin_timestamp()
     if origin is not None and any(isinstance(output, CreditRow) for output in outputs):
         topology.metrics.credit_emitted_latency.observe(time.time() - origin)
@@ -194,6 +194,7 @@ def _register_stage(topology: Topology, stage: Stage[Any], source: Any, table: A
     async def run(stream: Any) -> None:
         # State changed since the last flush, per key, with the partition of its changelog.
         unsaved: dict[bytes, tuple[Any, int]] = {}
+        outbox = RowsOutbox(topology)
 
         async def save() -> bool:
             for key, (state, partition) in unsaved.items():
@@ -206,7 +207,7 @@ def _register_stage(topology: Topology, stage: Stage[Any], source: Any, table: A
                 table.send_changelog(partition, key, value)
                 expiry.record(key, stage.newest_event_at(state), stage.expires_at(state, rules))
             unsaved.clear()
-            return True
+            return await outbox.send()
 
         async with pending_events(
             stream, settings.stage_batch_events, settings.stage_batch_seconds, save
@@ -237,7 +238,7 @@ def _register_stage(topology: Topology, stage: Stage[Any], source: Any, table: A
                     )
                 else:
                     unsaved[key] = (state, event.message.partition)
-                    await stage.emit(topology, outputs)
+                    await stage.emit(topology, outputs, outbox)
                 await pending.done(event)
 
     topology.app.agent(source, name=stage.name)(run)

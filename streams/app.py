@@ -5,7 +5,7 @@ Topics (names prefixed with `topic_prefix`):
   visitor-commands  keyed by visitor_id  -> visitors table
   order-commands    keyed by order_id    -> ledgers table
   journey-commands  keyed by customer_id -> journeys table
-  rows              result rows for ClickHouse, a JSON array per event (credits carry a version)
+  rows              result rows for ClickHouse, JSON arrays of up to 500 (credits carry a version)
   dead-letters      invalid events with the reason
 """
 
