@@ -1,7 +1,7 @@
 """Sending the core's outputs to their topics.
 
-Every command and row is sent with the record timestamp of the event being processed, so
-the storefront event's arrival time in Kafka travels with everything it causes and the
+Every command and row is sent with the record timestamp of the (oldest) storefront event
+behind it, so that event's arrival time in Kafka travels with everything it causes and the
 latency histograms measure end to end.
 """
 
@@ -12,6 +12,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from aiokafka.partitioner import murmur2
 from faust import current_event
 
 from attribution.messages import (
@@ -38,62 +39,67 @@ def origin_timestamp() -> float | None:
     return None if event is None else event.message.timestamp
 
 
-class RowsOutbox:
-    """Rows an agent produced since its last flush, sent by that flush as few records.
+def key_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives `key`."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
-    A `rows` record is a JSON array of up to `ROWS_PER_RECORD` rows: most of the records a
-    worker would read are rows, and each record costs Faust the same whatever its size. The
-    record carries the timestamp of the oldest event behind its rows, so latency measured
-    from it errs on the long side.
+
+class Outbox:
+    """What an agent produced since its last flush, sent by that flush as few records.
+
+    Rows go to `rows` as JSON arrays. Commands go to their stage's topic grouped by the
+    partition their key hashes to, each record an array of `{"key", "command"}` sent to that
+    partition, so a stage still finds every key of a partition in that partition. A record
+    holds up to `ITEMS_PER_RECORD` items: each record costs Faust the same whatever its size,
+    and per-record work is where a worker's time goes. A record carries the timestamp of the
+    oldest event behind it, so latency measured from it errs on the long side.
     """
 
-    ROWS_PER_RECORD = 500
+    ITEMS_PER_RECORD = 500
 
     def __init__(self, topology: Topology) -> None:
         self._topology = topology
         self._rows: list[Wire] = []
+        self._commands: dict[tuple[Any, int], list[Wire]] = {}
         self._oldest_origin: float | None = None
 
-    def add(self, rows: list[Row]) -> None:
-        if not rows:
-            return
-        self._rows.extend(row.to_wire() for row in rows)
+    def _note_origin(self) -> None:
         origin = origin_timestamp()
         if origin is not None and (self._oldest_origin is None or origin < self._oldest_origin):
             self._oldest_origin = origin
 
+    def rows(self, rows: list[Row]) -> None:
+        if rows:
+            self._rows.extend(row.to_wire() for row in rows)
+            self._note_origin()
+
+    def _command(self, topic: Any, key: str, command: Any) -> None:
+        partition = key_partition(key.encode(), self._topology.settings.partitions)
+        item = {"key": key, "command": command_to_wire(command)}
+        self._commands.setdefault((topic, partition), []).append(item)
+        self._note_origin()
+
+    def visitor_command(self, command: VisitorCommand) -> None:
+        self._command(self._topology.visitor_commands, command.visitor_id, command)
+
+    def order_command(self, command: OrderCommand) -> None:
+        self._command(self._topology.order_commands, order_key(command), command)
+
+    def journey_command(self, command: JourneyCommand) -> None:
+        self._command(self._topology.journey_commands, customer_key(command), command)
+
     async def send(self) -> bool:
-        """Send what was added so far; rows added while it awaits wait for the next call."""
-        rows, origin = self._rows, self._oldest_origin
-        self._rows, self._oldest_origin = [], None
-        for start in range(0, len(rows), self.ROWS_PER_RECORD):
-            chunk = rows[start : start + self.ROWS_PER_RECORD]
-            await self._topology.rows.send(value=encode(chunk), timestamp=origin)
+        """Send what was added so far; what is added while it awaits waits for the next call."""
+        rows, commands, origin = self._rows, self._commands, self._oldest_origin
+        self._rows, self._commands, self._oldest_origin = [], {}, None
+        batches = [(self._topology.rows, None, rows)] + [
+            (topic, partition, items) for (topic, partition), items in commands.items()
+        ]
+        for topic, partition, items in batches:
+            for start in range(0, len(items), self.ITEMS_PER_RECORD):
+                chunk = items[start : start + self.ITEMS_PER_RECORD]
+                await topic.send(value=encode(chunk), partition=partition, timestamp=origin)
         return True
-
-
-async def send_visitor_command(topology: Topology, command: VisitorCommand) -> None:
-    await topology.visitor_commands.send(
-        key=command.visitor_id.encode(),
-        value=encode(command_to_wire(command)),
-        timestamp=origin_timestamp(),
-    )
-
-
-async def send_order_command(topology: Topology, command: OrderCommand) -> None:
-    await topology.order_commands.send(
-        key=order_key(command).encode(),
-        value=encode(command_to_wire(command)),
-        timestamp=origin_timestamp(),
-    )
-
-
-async def send_journey_command(topology: Topology, command: JourneyCommand) -> None:
-    await topology.journey_commands.send(
-        key=customer_key(command).encode(),
-        value=encode(command_to_wire(command)),
-        timestamp=origin_timestamp(),
-    )
 
 
 def _parsed(payload: bytes | dict[str, Any]) -> Any:

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from agents.batches import pending_events
-from agents.emit import RowsOutbox, send_dead_letter, send_order_command, send_visitor_command
+from agents.emit import Outbox, send_dead_letter
 from attribution.routing import route_event
 from schemas.events import InvalidEvent, decode_event
 from streams.app import Topology
@@ -14,7 +14,7 @@ from streams.app import Topology
 log = logging.getLogger(__name__)
 
 
-async def _ingest_one(topology: Topology, raw: bytes, outbox: RowsOutbox) -> None:
+async def _ingest_one(topology: Topology, raw: bytes, outbox: Outbox) -> None:
     try:
         parsed = decode_event(raw)
     except InvalidEvent as error:
@@ -23,10 +23,10 @@ async def _ingest_one(topology: Topology, raw: bytes, outbox: RowsOutbox) -> Non
     topology.metrics.events_valid.labels(parsed.type).inc()
     routed = route_event(parsed, topology.catalog.catalog, topology.settings.pii_key)
     for visitor_command in routed.to_visitors:
-        await send_visitor_command(topology, visitor_command)
+        outbox.visitor_command(visitor_command)
     for order_command in routed.to_orders:
-        await send_order_command(topology, order_command)
-    outbox.add(routed.rows)
+        outbox.order_command(order_command)
+    outbox.rows(routed.rows)
 
 
 def register(topology: Topology) -> None:
@@ -36,7 +36,7 @@ def register(topology: Topology) -> None:
     @topology.app.agent(topology.events, name="ingest")
     async def ingest(stream: Any) -> None:
         await topology.catalog.refresh()
-        outbox = RowsOutbox(topology)
+        outbox = Outbox(topology)
         async with pending_events(
             stream, settings.stage_batch_events, settings.stage_batch_seconds, outbox.send
         ) as pending:

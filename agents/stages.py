@@ -18,17 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
-from aiokafka.partitioner import murmur2
-
 from agents.batches import pending_events
-from agents.emit import (
-    RowsOutbox,
-    origin_timestamp,
-    send_journey_command,
-    send_order_command,
-    send_rejection,
-    send_visitor_command,
-)
+from agents.emit import Outbox, key_partition, origin_timestamp, send_rejection
 from attribution.identity import (
     Visitor,
     apply_to_visitor,
@@ -79,15 +70,15 @@ class Stage(Generic[State]):
     apply: Callable[[State | None, Any, Rules], tuple[State | None, list[Any]]]
     to_wire: Callable[[State], Wire]
     from_wire: Callable[[Wire], State]
-    emit: Callable[[Topology, list[Any], RowsOutbox], Awaitable[None]]
+    emit: Callable[[Topology, list[Any], Outbox], Awaitable[None]]
     newest_event_at: Callable[[State], datetime | None]
     expires_at: Callable[[State, Rules], datetime | None]
 
 
-async def _emit_visitor_outputs(topology: Topology, outputs: list[Any], outbox: RowsOutbox) -> None:
+async def _emit_visitor_outputs(topology: Topology, outputs: list[Any], outbox: Outbox) -> None:
     for output in outputs:
         if isinstance(output, TouchpointsArrived):
-            await send_journey_command(topology, output)
+            outbox.journey_command(output)
         elif isinstance(output, IdentityLinked):
             topology.metrics.identity_merges.inc()
         elif isinstance(output, IdentityConflict):
@@ -95,30 +86,30 @@ async def _emit_visitor_outputs(topology: Topology, outputs: list[Any], outbox: 
             log.info("identity conflict on visitor %s ignored", output.visitor_id)
 
 
-async def _emit_ledger_outputs(topology: Topology, outputs: list[Any], outbox: RowsOutbox) -> None:
+async def _emit_ledger_outputs(topology: Topology, outputs: list[Any], outbox: Outbox) -> None:
     rows = []
     for output in outputs:
         if isinstance(output, OrderUpdated):
-            await send_journey_command(topology, output)
+            outbox.journey_command(output)
         elif isinstance(output, Rejection):
             await send_rejection(topology, output)
         else:
             rows.append(output)
-    outbox.add(rows)
+    outbox.rows(rows)
 
 
-async def _emit_journey_outputs(topology: Topology, outputs: list[Any], outbox: RowsOutbox) -> None:
+async def _emit_journey_outputs(topology: Topology, outputs: list[Any], outbox: Outbox) -> None:
     rows = []
     for output in outputs:  # an erasure's commands, else rows
         if isinstance(output, JOURNEY_COMMANDS):
-            await send_journey_command(topology, output)
+            outbox.journey_command(output)
         elif isinstance(output, ORDER_COMMANDS):
-            await send_order_command(topology, output)
+            outbox.order_command(output)
         elif isinstance(output, VISITOR_COMMANDS):
-            await send_visitor_command(topology, output)
+            outbox.visitor_command(output)
         else:
             rows.append(output)
-    outbox.add(rows)
+    outbox.rows(rows)
     origin = origin_timestamp()
     if origin is not None and any(isinstance(output, CreditRow) for output in outputs):
         topology.metrics.credit_emitted_latency.observe(time.time() - origin)
@@ -174,11 +165,6 @@ class Expiry:
         return None if self.newest_event_at is None else min(self.newest_event_at, now)
 
 
-def key_partition(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default partitioner gives `key` (how commands were sent)."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
-
-
 def _forget(table: Any, key: bytes, partition: int) -> None:
     """Delete a key, and tell the changelog so that a restart does not bring it back."""
     if table.data.pop(key, None) is not None:
@@ -194,7 +180,7 @@ def _register_stage(topology: Topology, stage: Stage[Any], source: Any, table: A
     async def run(stream: Any) -> None:
         # State changed since the last flush, per key, with the partition of its changelog.
         unsaved: dict[bytes, tuple[Any, int]] = {}
-        outbox = RowsOutbox(topology)
+        outbox = Outbox(topology)
 
         async def save() -> bool:
             for key, (state, partition) in unsaved.items():
@@ -209,37 +195,46 @@ def _register_stage(topology: Topology, stage: Stage[Any], source: Any, table: A
             unsaved.clear()
             return await outbox.send()
 
+        async def handle(key: bytes, wire: Wire, partition: int) -> None:
+            held = unsaved.get(key)
+            if held is not None:
+                state = held[0]
+            else:
+                stored = table.data.get(key)
+                state = None if stored is None else stage.from_wire(decode(stored))
+            try:
+                state, outputs = stage.apply(state, command_from_wire(wire), rules)
+            except Exception as error:  # a bug must not stop the pipeline: dead-letter it
+                event_ids = ",".join(wire_event_ids(wire))
+                log.exception(
+                    "stage %s failed on key %r (events %s)",
+                    stage.name,
+                    key,
+                    event_ids,
+                    extra={"event_id": event_ids},
+                )
+                await send_rejection(
+                    topology, Rejection(event_ids, "", f"{stage.name} failed: {error!r}", wire)
+                )
+            else:
+                unsaved[key] = (state, partition)
+                await stage.emit(topology, outputs, outbox)
+
         async with pending_events(
             stream, settings.stage_batch_events, settings.stage_batch_seconds, save
         ) as pending:
             async for event in pending.events():
-                key: bytes = event.key
-                held = unsaved.get(key)
-                if held is not None:
-                    state = held[0]
-                else:
-                    stored = table.data.get(key)
-                    state = None if stored is None else stage.from_wire(decode(stored))
-                wire = decode(event.value)
-                try:
-                    state, outputs = stage.apply(state, command_from_wire(wire), rules)
-                except Exception as error:  # a bug must not stop the pipeline: dead-letter it
-                    event_ids = ",".join(wire_event_ids(wire))
-                    log.exception(
-                        "stage %s failed on key %r (events %s)",
-                        stage.name,
-                        key,
-                        event_ids,
-                        extra={"event_id": event_ids},
-                    )
-                    await send_rejection(
-                        topology,
-                        Rejection(event_ids, "", f"{stage.name} failed: {error!r}", wire),
-                    )
-                else:
-                    unsaved[key] = (state, event.message.partition)
-                    await stage.emit(topology, outputs, outbox)
-                await pending.done(event)
+                record = decode(event.value)
+                # An outbox's array of {"key", "command"}, all keys of this partition; a lone
+                # command (as `attribution erase` sends it) is keyed by the record's key.
+                items = (
+                    record
+                    if isinstance(record, list)
+                    else [{"key": event.key.decode(), "command": record}]
+                )
+                for item in items:
+                    await handle(item["key"].encode(), item["command"], event.message.partition)
+                await pending.done(event, len(items))
 
     topology.app.agent(source, name=stage.name)(run)
 

@@ -2,9 +2,11 @@
 
 Topics (names prefixed with `topic_prefix`):
   events            raw storefront events (JSON), the input
-  visitor-commands  keyed by visitor_id  -> visitors table
-  order-commands    keyed by order_id    -> ledgers table
-  journey-commands  keyed by customer_id -> journeys table
+  visitor-commands  by visitor_id  -> visitors table
+  order-commands    by order_id    -> ledgers table
+  journey-commands  by customer_id -> journeys table
+                    (each record an array of {"key", "command"} whose keys all hash to the
+                    record's partition, or one command keyed by the record key)
   rows              result rows for ClickHouse, JSON arrays of up to 500 (credits carry a version)
   dead-letters      invalid events with the reason
 """
