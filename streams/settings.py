@@ -44,6 +44,8 @@ class Settings(BaseModel):
     max_touchpoints: int = 50
     sink_batch_rows: int = 20000
     sink_batch_seconds: float = 1.0
+    # A flush per this many events (ingest) or commands (stages), and at least every
+    # stage_batch_seconds; what a batch led to is sent by its flush (agents/emit.py::Outbox).
     stage_batch_events: int = 1000
     stage_batch_seconds: float = 0.05
     catalog_refresh_seconds: float = 2.0
