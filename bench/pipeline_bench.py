@@ -213,14 +213,15 @@ async def produce_paced(settings: Settings, lines: list[bytes], rate: float) -> 
 
 
 def recovery_seconds(log: Path) -> float | None:
-    """From 'Restoring state' to 'Done reading' in the last start of a worker's log."""
+    """From the recovery service starting to 'Restore complete!' in the last start of a
+    worker's log: joining the group, loading the changelogs and reading their tails."""
     stamp = r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]"
     stamps = re.findall(
-        stamp + r".*(Restoring state from changelog|Done reading)", log.read_text(errors="replace")
+        stamp + r".*(Recovery\]: Starting|Restore complete!)", log.read_text(errors="replace")
     )
-    begun = [s for s, what in stamps if what.startswith("Restoring")]
-    done = [s for s, what in stamps if what.startswith("Done")]
-    if not begun or not done:
+    begun = [s for s, what in stamps if what.startswith("Recovery")]
+    done = [s for s, what in stamps if what.startswith("Restore")]
+    if not begun or not done or done[-1] < begun[-1]:
         return None
     # Both stamps are the worker's local time; only their difference matters.
     parse = lambda s: datetime.strptime(s + "+0000", "%Y-%m-%d %H:%M:%S,%f%z")  # noqa: E731

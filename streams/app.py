@@ -25,6 +25,7 @@ from sinks.migrations import migrate
 from streams.logs import json_logging_config
 from streams.metrics import Metrics
 from streams.recovery import SeekThenResumeTableManager, SnapshotFetchTransport
+from streams.restore import BulkRestoreTable
 from streams.settings import Settings
 
 
@@ -104,6 +105,7 @@ def create_topology(settings: Settings) -> Topology:
         producer_acks=-1,
         producer_linger_ms=5,
         TableManager=SeekThenResumeTableManager,
+        Table=BulkRestoreTable,
         logging_config=(
             json_logging_config(settings.log_level) if settings.log_format == "json" else None
         ),
