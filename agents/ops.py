@@ -124,7 +124,10 @@ def register(topology: Topology) -> None:
         if not partitions:
             return
         highwaters = await app.consumer.highwaters(*partitions)
-        committed = app.monitor.tp_committed_offsets
+        # The consumer's view: offsets read from the broker when partitions were assigned, then
+        # each commit of this process (the monitor's counts only the latter, so a restarted
+        # worker with nothing new to commit showed its whole topic as lag).
+        committed = app.consumer._committed_offset
         metrics.consumer_lag.clear()
         for tp in partitions:
             highwater = highwaters.get(tp)

@@ -190,6 +190,19 @@ def test_sigterm_stores_held_rows_commits_and_exits_in_time(
 
         worker.start()
         assert clickhouse_credits(worker) == expected
+
+        # Everything was committed before the stop: the restarted worker reports no lag,
+        # though it has nothing new to commit itself.
+        def lags() -> list[float]:
+            return [
+                value
+                for (name, _), value in worker.metrics().items()
+                if name == "attribution_consumer_lag"
+            ]
+
+        read_partitions = (len(STREAM_TOPICS) - 1) * settings.partitions  # not dead-letters
+        assert eventually(lambda: len(lags()) == read_partitions)
+        assert lags() == [0.0] * read_partitions
     finally:
         worker.stop()
 
