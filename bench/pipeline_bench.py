@@ -11,7 +11,10 @@ python -m bench.pipeline_bench --events 300000
 4. a second stream at half that rate: event produced -> credit row stored in ClickHouse,
    p50/p99 from the worker's own histogram;
 5. the worker restarted: time to restore its tables (journeys counted);
-6. the same backlog through two `stages` workers and one `sink` (scale-out), checked again.
+6. the same backlog through two `stages` workers and one `sink` (scale-out), checked again;
+7. restore at scale: the tables the replay builds for a storefront of at least 100k journeys
+   (visitors, ledgers and journeys, encoded as the stages encode them) are written to a fresh
+   app's changelogs, and a worker started on it is timed until its tables are restored.
 
 Prints a table and writes bench/results/pipeline.json with the machine it ran on.
 """
@@ -35,7 +38,12 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from agents.emit import key_partition
+from attribution.identity import visitor_to_wire
+from attribution.journey import journey_to_wire
+from attribution.ledger import ledger_to_wire
 from attribution.replay import LocalPipeline
 from attribution.rules import Rules
 from bench import report
@@ -44,6 +52,7 @@ from schemas.catalog import read_catalog_dir
 from schemas.events import InvalidEvent, decode_event
 from simulation.storefront import Storefront
 from sinks.catalog_store import publish_catalog
+from streams.codecs import encode
 from streams.producer import produce_events
 from streams.settings import Settings
 from streams.topics import ensure_topics
@@ -322,6 +331,95 @@ def two_workers(stream: Stream, directory: Path) -> dict[str, Any]:
     }
 
 
+def replayed_tables(journeys: int, seed: int) -> tuple[Storefront, LocalPipeline, int]:
+    """A storefront of at least `journeys` customers' journeys, the replay's tables for it, and
+    how many events it took."""
+    shoppers = journeys
+    while True:
+        storefront = Storefront(datetime(2026, 6, 1, tzinfo=UTC), seed=seed, influencers_count=60)
+        pipeline = LocalPipeline(storefront.static_catalog(), Rules())
+        events = 0
+        for event in storefront.events(shoppers):
+            try:
+                pipeline.feed(decode_event(json.dumps(event).encode()))
+            except InvalidEvent:
+                continue
+            events += 1
+        if len(pipeline.journeys) >= journeys:
+            return storefront, pipeline, events
+        shoppers = int(shoppers * journeys / max(len(pipeline.journeys), 1) * 1.02) + 1
+
+
+async def write_changelogs(settings: Settings, pipeline: LocalPipeline) -> dict[str, int]:
+    """Each table's states as the stages write them: raw key, encoded wire state, in the
+    partition the key hashes to, on a compacted changelog topic named as Faust names it."""
+    tables = {
+        "visitors": {key: visitor_to_wire(v) for key, v in pipeline.visitors.items()},
+        "ledgers": {key: ledger_to_wire(ledger) for key, ledger in pipeline.ledgers.items()},
+        "journeys": {key: journey_to_wire(j) for key, j in pipeline.journeys.items()},
+    }
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [
+                NewTopic(
+                    f"{settings.app_id}-{table}-changelog",
+                    settings.partitions,
+                    1,
+                    topic_configs={"cleanup.policy": "compact"},
+                )
+                for table in tables
+            ]
+        )
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=20
+    )
+    await producer.start()
+    try:
+        for table, states in tables.items():
+            topic = f"{settings.app_id}-{table}-changelog"
+            for key, wire in states.items():
+                raw_key = key.encode()
+                partition = key_partition(raw_key, settings.partitions)
+                await producer.send(topic, encode(wire), key=raw_key, partition=partition)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return {table: len(states) for table, states in tables.items()}
+
+
+def restore_at_scale(journeys: int, directory: Path) -> dict[str, Any]:
+    storefront, pipeline, events = replayed_tables(journeys, seed=7)
+    settings = bench_settings(directory, "restore")
+    asyncio.run(ensure_topics(settings))
+    catalog_dir = storefront.write_catalog(directory / "catalog-7")
+    publish_catalog(settings.redis_url, settings.topic_prefix, read_catalog_dir(catalog_dir))
+    written = asyncio.run(write_changelogs(settings, pipeline))
+    worker = WorkerProcess(settings, directory / "restore.log")
+    worker.start(ready_timeout=600)
+    try:
+        wait_until(lambda: recovery_seconds(worker.log_path) is not None, 600, "tables restored")
+        wait_until(
+            lambda: (
+                worker.metric("attribution_table_keys", table="journeys") >= written["journeys"]
+            ),
+            120,
+            "every journey in the table",
+        )
+        rss = peak_rss_mb(worker)
+    finally:
+        worker.stop()
+    return {
+        "restore_at_scale_seconds": recovery_seconds(worker.log_path),
+        "restore_at_scale_keys": written,
+        "restore_at_scale_events_behind": events,
+        "restore_at_scale_peak_rss_mb": rss,
+    }
+
+
 def kafka_version() -> str:
     jars = sorted((ROOT / ".devstack" / "kafka" / "libs").glob("kafka_2.13-*.jar"))
     return jars[0].stem.removeprefix("kafka_2.13-") if jars else "unknown"
@@ -332,6 +430,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=300_000)
     parser.add_argument("--latency-seconds", type=float, default=30.0)
     parser.add_argument("--skip-scale-out", action="store_true")
+    parser.add_argument("--restore-journeys", type=int, default=100_000)
     parser.add_argument("--out", type=Path, default=Path("bench/results/pipeline.json"))
     args = parser.parse_args()
 
@@ -356,6 +455,8 @@ def main() -> None:
     figures.update(single_worker(stream, latency_stream, directory, args.latency_seconds))
     if not args.skip_scale_out:
         figures.update(two_workers(stream, directory))
+    if args.restore_journeys:
+        figures.update(restore_at_scale(args.restore_journeys, directory))
     figures["work_dir"] = str(directory)
     report(figures, args.out)
 
