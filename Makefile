@@ -46,7 +46,7 @@ clean:
 	devstack/stack stop
 	rm -rf .data
 
-bench: setup                         ## pipeline end to end on Kafka (throughput, latency, RSS, restore, two workers), replay, sink (figures, not tests)
+bench: setup                         ## pipeline end to end on Kafka (throughput, latency, RSS, restore, two workers, restore of 100k journeys), replay, sink (figures, not tests)
 	devstack/with-services $(BIN)/python -m bench.pipeline_bench --events 300000
 	$(BIN)/python -m bench.replay_bench --events 1000000
 	$(BIN)/python -m bench.sink_bench --rows 200000
