@@ -11,6 +11,7 @@ customers and visitors that never come back.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -165,17 +166,55 @@ class Expiry:
         return None if self.newest_event_at is None else min(self.newest_event_at, now)
 
 
-def _forget(table: Any, key: bytes, partition: int) -> None:
-    """Delete a key, and tell the changelog so that a restart does not bring it back."""
-    if table.data.pop(key, None) is not None:
-        # A tombstone must bypass the table's codec, as Faust's own deletes do.
-        table.send_changelog(partition, key, None, value_serializer="raw")
+class Changelog:
+    """A table's changelog records, sent as one Kafka batch per partition.
+
+    Faust's `send_changelog` takes every record through its per-message path (a future, its
+    producer buffer, its sensors), and a flush writes one record per changed key. The batches
+    go to the aiokafka producer underneath Faust's, which Faust flushes before it commits
+    offsets, so an event is still committed only after the state it changed is in Kafka.
+    Every write of a table goes through here, tombstones included, so that per partition
+    they reach the changelog in the order they were made.
+    """
+
+    def __init__(self, topology: Topology, table: Any) -> None:
+        self._topology = topology
+        self._table = table
+        self._pending: dict[int, list[tuple[bytes, bytes | None]]] = {}
+        # The stage's flush and its sweep both send; one at a time keeps their order.
+        self._sending = asyncio.Lock()
+
+    def put(self, partition: int, key: bytes, value: bytes | None) -> None:
+        """Queue a key's new value (None: deleted) for the next `send`."""
+        self._pending.setdefault(partition, []).append((key, value))
+
+    def forget(self, key: bytes, partition: int) -> None:
+        """Delete a key, and tell the changelog so that a restart does not bring it back."""
+        if self._table.data.pop(key, None) is not None:
+            self.put(partition, key, None)
+
+    async def send(self) -> None:
+        pending, self._pending = self._pending, {}
+        if not pending:
+            return
+        producer = self._topology.app.producer._ensure_producer()
+        topic = self._table.changelog_topic.get_topic_name()
+        async with self._sending:
+            for partition, records in pending.items():
+                batch = producer.create_batch()
+                for key, value in records:
+                    if batch.append(key=key, value=value, timestamp=None) is None:
+                        await producer.send_batch(batch, topic, partition=partition)
+                        batch = producer.create_batch()
+                        batch.append(key=key, value=value, timestamp=None)
+                await producer.send_batch(batch, topic, partition=partition)
 
 
 def _register_stage(topology: Topology, stage: Stage[Any], source: Any, table: Any) -> None:
     settings = topology.settings
     rules = settings.rules
     expiry = Expiry()
+    changelog = Changelog(topology, table)
 
     async def run(stream: Any) -> None:
         # State changed since the last flush, per key, with the partition of its changelog.
@@ -186,13 +225,14 @@ def _register_stage(topology: Topology, stage: Stage[Any], source: Any, table: A
             for key, (state, partition) in unsaved.items():
                 if state is None:  # an erased customer's
                     expiry.by_key.pop(key, None)
-                    _forget(table, key, partition)
+                    changelog.forget(key, partition)
                     continue
                 value = encode(stage.to_wire(state))
                 table.data[key] = value
-                table.send_changelog(partition, key, value)
+                changelog.put(partition, key, value)
                 expiry.record(key, stage.newest_event_at(state), stage.expires_at(state, rules))
             unsaved.clear()
+            await changelog.send()
             return await outbox.send()
 
         async def handle(key: bytes, wire: Wire, partition: int) -> None:
@@ -261,7 +301,8 @@ def _register_stage(topology: Topology, stage: Stage[Any], source: Any, table: A
         ]
         for key, partition in expired:
             del expiry.by_key[key]
-            _forget(table, key, partition)
+            changelog.forget(key, partition)
+        await changelog.send()
         topology.metrics.swept_keys.labels(stage.name).inc(len(expired))
         topology.metrics.table_keys.labels(stage.name).set(len(table.data))
         if expired:
