@@ -75,6 +75,17 @@ class Stream:
     expected_revenue: Decimal
 
 
+def replay(storefront: Storefront, lines: list[bytes]) -> LocalPipeline:
+    """The replay over `lines`, invalid ones skipped as the pipeline dead-letters them."""
+    pipeline = LocalPipeline(storefront.static_catalog(), Rules())
+    for line in lines:
+        try:
+            pipeline.feed(decode_event(line))
+        except InvalidEvent:
+            continue
+    return pipeline
+
+
 def storefront_stream(events: int, seed: int, directory: Path) -> Stream:
     """At least `events` events of one storefront, and what the replay credits for them."""
     shoppers = int(events / EVENTS_PER_SHOPPER)
@@ -85,12 +96,7 @@ def storefront_stream(events: int, seed: int, directory: Path) -> Stream:
             break
         shoppers = int(shoppers * events / len(generated)) + 1
     lines = [json.dumps(event).encode() for event in generated]
-    pipeline = LocalPipeline(storefront.static_catalog(), Rules())
-    for line in lines:
-        try:
-            pipeline.feed(decode_event(line))
-        except InvalidEvent:
-            continue
+    pipeline = replay(storefront, lines)
     linear = [row for row in pipeline.final_credits() if row.model == "linear"]
     catalog_dir = storefront.write_catalog(directory / f"catalog-{seed}")
     return Stream(
@@ -337,16 +343,10 @@ def replayed_tables(journeys: int, seed: int) -> tuple[Storefront, LocalPipeline
     shoppers = journeys
     while True:
         storefront = Storefront(datetime(2026, 6, 1, tzinfo=UTC), seed=seed, influencers_count=60)
-        pipeline = LocalPipeline(storefront.static_catalog(), Rules())
-        events = 0
-        for event in storefront.events(shoppers):
-            try:
-                pipeline.feed(decode_event(json.dumps(event).encode()))
-            except InvalidEvent:
-                continue
-            events += 1
+        lines = [json.dumps(event).encode() for event in storefront.events(shoppers)]
+        pipeline = replay(storefront, lines)
         if len(pipeline.journeys) >= journeys:
-            return storefront, pipeline, events
+            return storefront, pipeline, len(lines)
         shoppers = int(shoppers * journeys / max(len(pipeline.journeys), 1) * 1.02) + 1
 
 
@@ -358,18 +358,14 @@ async def write_changelogs(settings: Settings, pipeline: LocalPipeline) -> dict[
         "ledgers": {key: ledger_to_wire(ledger) for key, ledger in pipeline.ledgers.items()},
         "journeys": {key: journey_to_wire(j) for key, j in pipeline.journeys.items()},
     }
+    topics = {table: f"{settings.app_id}-{table}-changelog" for table in tables}
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
     await admin.start()
     try:
         await admin.create_topics(
             [
-                NewTopic(
-                    f"{settings.app_id}-{table}-changelog",
-                    settings.partitions,
-                    1,
-                    topic_configs={"cleanup.policy": "compact"},
-                )
-                for table in tables
+                NewTopic(topic, settings.partitions, 1, topic_configs={"cleanup.policy": "compact"})
+                for topic in topics.values()
             ]
         )
     finally:
@@ -380,7 +376,7 @@ async def write_changelogs(settings: Settings, pipeline: LocalPipeline) -> dict[
     await producer.start()
     try:
         for table, states in tables.items():
-            topic = f"{settings.app_id}-{table}-changelog"
+            topic = topics[table]
             for key, wire in states.items():
                 raw_key = key.encode()
                 partition = key_partition(raw_key, settings.partitions)
