@@ -71,6 +71,13 @@ class Metrics:
             ["outcome"],
             registry=registry,
         )
+        self.late_events = Counter(
+            "attribution_late_events",
+            "Events older than the newest event this worker has seen by more than the allowed "
+            "lateness, by type: still applied, but their credit may depend on arrival order.",
+            ["type"],
+            registry=registry,
+        )
         self.identity_conflicts = Counter(
             "attribution_identity_conflicts",
             "Later links of a visitor to another customer, ignored (SPEC 2.5).",

@@ -42,6 +42,7 @@ class Settings(BaseModel):
     restatement_window_days: float = 7
     refund_window_days: float = 180
     max_touchpoints: int = 50
+    allowed_lateness_days: float = 14
     sink_batch_rows: int = 20000
     sink_batch_seconds: float = 1.0
     # A flush per this many events (ingest) or commands (stages), and at least every
@@ -84,6 +85,7 @@ class Settings(BaseModel):
             refund_window=timedelta(days=self.refund_window_days),
             max_touchpoints=self.max_touchpoints,
             identity_retention=timedelta(days=self.identity_retention_days),
+            allowed_lateness=timedelta(days=self.allowed_lateness_days),
         )
 
     @property
