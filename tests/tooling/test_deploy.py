@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).parents[1]
+pytestmark = pytest.mark.tooling
+
+ROOT = Path(__file__).parents[2]
 
 
 def test_docker_compose_file_is_valid() -> None:

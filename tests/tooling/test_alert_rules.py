@@ -6,6 +6,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.tooling
+
 PROMETHEUS = Path(__file__).parents[2] / "deploy" / "prometheus"
 
 
