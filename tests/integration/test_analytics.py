@@ -26,6 +26,8 @@ from sinks.clickhouse import ClickHouseWriter, connect
 from sinks.migrations import MIGRATIONS, migrate
 from tests.integration.helpers import EXAMPLES
 
+pytestmark = pytest.mark.integration
+
 ANNA = "https://shop.example/dress?utm_source=instagram&utm_campaign=spring&utm_content=anna"
 DOCS = Path(__file__).parents[2] / "docs" / "analytics.md"
 

@@ -7,9 +7,13 @@ import json
 import random
 import time
 
+import pytest
+
 from schemas.events import InvalidEvent, decode_event
 from streams.worker_process import WorkerProcess
 from tests.integration.helpers import click, dead_letters, feed
+
+pytestmark = pytest.mark.integration
 
 IP = "198.51.100.23"
 

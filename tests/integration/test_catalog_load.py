@@ -9,11 +9,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import redis
 
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
 from tests.integration.helpers import click, feed
+
+pytestmark = pytest.mark.integration
 
 INFLUENCERS = "influencer_id,handle,platform,followers\nanna,anna.styles,instagram,45000\n"
 

@@ -22,6 +22,8 @@ from streams.settings import Settings
 from streams.worker_process import WorkerProcess
 from tests.integration.helpers import click, dead_letters
 
+pytestmark = pytest.mark.integration
+
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "shopify"
 SECRET = "collector-test-secret"
 SHOPIFY_SECRET = "shopify-test-secret"

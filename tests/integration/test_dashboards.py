@@ -8,10 +8,13 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from streams.metrics import Metrics
 from streams.worker_process import WorkerProcess
+
+pytestmark = pytest.mark.integration
 
 GRAFANA = Path(__file__).parents[2] / "deploy" / "grafana"
 SAMPLE_SUFFIXES = {

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import redis
 from aiokafka import AIOKafkaConsumer
 
@@ -21,6 +22,8 @@ from streams.codecs import decode
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
 from tests.integration.helpers import EXAMPLES, feed, replay_credits, wait_for_credits
+
+pytestmark = pytest.mark.integration
 
 CUSTOMER, VISITORS = "alice", ("laptop-1", "phone-1")
 LATE_REFUND = {

@@ -30,6 +30,8 @@ from tests.integration.helpers import (
     wait_for_credits,
 )
 
+pytestmark = pytest.mark.integration
+
 SHOPPERS = 17_500
 STACK = Path(__file__).parents[2] / "devstack" / "stack"
 

@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
+
 from schemas.catalog import read_catalog_dir
 from simulation.storefront import Storefront
 from sinks.catalog_store import publish_catalog
@@ -18,6 +20,8 @@ from tests.integration.helpers import (
     replay_credits,
     wait_for_credits,
 )
+
+pytestmark = pytest.mark.integration
 
 
 def test_example_scenario_streams_to_the_replay_credits(worker: WorkerProcess) -> None:

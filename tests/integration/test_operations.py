@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas.catalog import read_catalog_dir
@@ -26,6 +27,8 @@ from tests.integration.helpers import (
     replay_credits,
     wait_for_credits,
 )
+
+pytestmark = pytest.mark.integration
 
 
 def eventually(check: Callable[[], bool], timeout: float = 60) -> bool:

@@ -6,9 +6,13 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
 from tests.integration.helpers import feed
+
+pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
 
