@@ -13,7 +13,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
-from typing import TypeVar
 
 from attribution.messages import (
     AdoptJourney,
@@ -38,8 +37,6 @@ EmittedRow = CreditRow | OrderRow
 JourneyOutput = EmittedRow | CustomerErased | AdoptJourney | ReassignOrder | ForgetVisitor
 FULL_CREDIT = Decimal(1).quantize(CREDIT_QUANTUM)
 NO_CREDIT = Decimal(0).quantize(CREDIT_QUANTUM)
-
-EventT = TypeVar("EventT", RefundFacts, Touchpoint)
 
 
 @dataclass(slots=True)
@@ -250,6 +247,22 @@ def restate(journey: Journey, order: OrderRecord, rules: Rules, *, force: bool) 
     return emitted
 
 
+def _covers(order: OrderRecord, moment: datetime, rules: Rules) -> bool:
+    """Whether a click at `moment` lies in the order's lookback."""
+    order_at = order.facts.occurred_at
+    return order_at - rules.lookback <= moment <= order_at
+
+
+def _worth_keeping(
+    journey: Journey, moment: datetime, oldest_click: datetime, rules: Rules
+) -> bool:
+    """A click is kept while it is recent enough to matter to an order still to come, or
+    while an order it may be credited to can still be restated (a late refund or code)."""
+    return moment >= oldest_click or any(
+        _covers(order, moment, rules) for order in journey.orders.values()
+    )
+
+
 def _advance_clock(journey: Journey, moment: datetime, rules: Rules) -> None:
     previous = journey.newest_event_at
     if previous is not None and moment <= previous:
@@ -259,17 +272,17 @@ def _advance_clock(journey: Journey, moment: datetime, rules: Rules) -> None:
     # longer is outside every window and cannot change a credit.
     if previous is not None and same_day(previous, moment):
         return
-    oldest_click = moment - rules.touchpoint_retention
-    oldest_order = moment - rules.refund_window
-    journey.clicks = {
-        event_id: stored
-        for event_id, stored in journey.clicks.items()
-        if stored.touchpoint.occurred_at >= oldest_click
-    }
+    oldest_order = moment - rules.order_retention
     journey.orders = {
         order_id: order
         for order_id, order in journey.orders.items()
         if order.facts.occurred_at >= oldest_order
+    }
+    oldest_click = moment - rules.touchpoint_retention
+    journey.clicks = {
+        event_id: stored
+        for event_id, stored in journey.clicks.items()
+        if _worth_keeping(journey, stored.touchpoint.occurred_at, oldest_click, rules)
     }
 
 
@@ -293,13 +306,15 @@ def _add_touchpoints(
                 stored.linked_at = command.linked_at
                 changed = True
     newest = max(tp.occurred_at for tp in command.touchpoints) if command.touchpoints else None
-    oldest_kept = (
+    oldest_click = (
         journey.newest_event_at - rules.touchpoint_retention if journey.newest_event_at else None
     )
     for touchpoint in command.touchpoints:
         if touchpoint.event_id in journey.clicks:
             continue
-        if oldest_kept is not None and touchpoint.occurred_at < oldest_kept:
+        if oldest_click is not None and not _worth_keeping(
+            journey, touchpoint.occurred_at, oldest_click, rules
+        ):
             continue
         journey.clicks[touchpoint.event_id] = StoredClick(touchpoint, command.linked_at)
         changed = True
@@ -308,14 +323,15 @@ def _add_touchpoints(
     times = [tp.occurred_at for tp in command.touchpoints]
     rows: list[EmittedRow] = []
     for order in journey.orders.values():
-        order_at = order.facts.occurred_at
-        touched = any(order_at - rules.lookback <= moment <= order_at for moment in times)
+        touched = any(_covers(order, moment, rules) for moment in times)
         if touched or (changed and command.linked_at is not None):
             rows.extend(restate(journey, order, rules, force=not changed))
     return rows
 
 
-def _unseen(incoming: tuple[EventT, ...], known: tuple[EventT, ...]) -> tuple[EventT, ...]:
+def _unseen(
+    incoming: tuple[Touchpoint, ...], known: tuple[Touchpoint, ...]
+) -> tuple[Touchpoint, ...]:
     seen = {item.event_id for item in known}
     return tuple(item for item in incoming if item.event_id not in seen)
 
@@ -326,12 +342,14 @@ def _update_order(journey: Journey, command: OrderUpdated, rules: Rules) -> list
     if order is None:
         if (
             journey.newest_event_at is not None
-            and facts.occurred_at < journey.newest_event_at - rules.refund_window
+            and facts.occurred_at < journey.newest_event_at - rules.order_retention
         ):
             return []
         order = OrderRecord(facts)
         journey.orders[facts.order_id] = order
-    order.refunds += _unseen(command.refunds, order.refunds)
+    # The ledger's snapshot is the whole truth about refunds: a refund accepted before may
+    # be refused once an earlier one arrives late and the two exceed the total.
+    order.refunds = command.refunds
     order.codes += _unseen(command.codes, order.codes)
     rows = restate(journey, order, rules, force=True)
     _advance_clock(journey, facts.occurred_at, rules)

@@ -7,7 +7,7 @@ streaming pipeline is tested against.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,6 +16,7 @@ from typing import TypeVar
 from attribution.catalog import Catalog
 from attribution.identity import Visitor, VisitorOutput, apply_to_visitor, visitor_expires_at
 from attribution.journey import Journey, JourneyOutput, apply_to_journey, journey_expires_at
+from attribution.lateness import LatenessTracker
 from attribution.ledger import Ledger, LedgerOutput, apply_to_ledger, ledger_expires_at
 from attribution.messages import (
     JOURNEY_COMMANDS,
@@ -56,10 +57,17 @@ class LocalPipeline:
     credits: dict[CreditKey, CreditRow] = field(default_factory=dict)
     rejections: list[Rejection] = field(default_factory=list)
     identity_conflicts: int = 0
+    late_events: Counter[str] = field(default_factory=Counter)
+    """Events later than the allowed lateness, by type (applied all the same)."""
     # Every row the pipeline emits, as the worker would send it to ClickHouse (tests, loads).
     on_rows: Callable[[list[Row]], None] | None = None
 
+    def __post_init__(self) -> None:
+        self._lateness = LatenessTracker(self.rules.allowed_lateness)
+
     def feed(self, event: Event) -> None:
+        if self._lateness.observe(event.occurred_at):
+            self.late_events[event.type] += 1
         routed = route_event(event, self.catalog)
         self._emit(routed.rows)
         self._run([*routed.to_visitors, *routed.to_orders])

@@ -84,7 +84,10 @@ class OrderItemRow(_Row):
 
 @dataclass(frozen=True, slots=True)
 class RefundRow(_Row):
-    table: ClassVar[str] = "refunds"
+    """A refund and the ledger's decision on it; the highest `version` of a refund is the
+    decision in force (an accepted refund is refused when an earlier one arrives late)."""
+
+    table: ClassVar[str] = "refund_decisions"
 
     event_id: str
     order_id: str
@@ -92,6 +95,8 @@ class RefundRow(_Row):
     amount: Decimal
     currency: str
     reason: str
+    status: str
+    version: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,9 +53,13 @@ class Storefront:
     seed: int = 7
     influencers_count: int = 12
     late_share: float = 0.03
+    late_by: timedelta = timedelta(days=3)
     duplicate_share: float = 0.02
     returning_share: float = 0.15
     """Share of sessions by a shopper seen before (same customer and phone): repeat buyers."""
+    sparse_share: float = 0.05
+    """Share of shoppers whose session is instead a whole history of weeks to months ending
+    at that moment: visits days to weeks apart, several orders, late refunds and links."""
     influencers: list[Influencer] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -180,9 +184,134 @@ class Storefront:
             event["customer_id"] = customer
         return event
 
-    def shopper_events(self, shopper: int, at: datetime) -> list[dict[str, Any]]:
-        """One shopper's session: clicks, maybe a login on a second device, maybe an order."""
+    def _identify(self, event_id: str, at: datetime, visitor: str, customer: str) -> dict[str, Any]:
+        return {
+            "type": "identify",
+            "event_id": event_id,
+            "occurred_at": at.isoformat(),
+            "visitor_id": visitor,
+            "customer_id": customer,
+        }
+
+    def _order(
+        self, prefix: str, at: datetime, customer: str, visitor: str, inf: Influencer
+    ) -> tuple[list[dict[str, Any]], Decimal]:
+        """An order of a product of the influencer's category, maybe with their promo code."""
         rng = self._random
+        benchmark = CATEGORY_BENCHMARKS[inf.category]
+        aov_low, aov_high = int(benchmark.aov_low), int(benchmark.aov_high)
+        order_id = f"ord-{prefix}"
+        total = Decimal(rng.randint(aov_low * 100, aov_high * 100)) / 100
+        events: list[dict[str, Any]] = [
+            {
+                "type": "order",
+                "event_id": f"{prefix}-o",
+                "occurred_at": at.isoformat(),
+                "order_id": order_id,
+                "customer_id": customer,
+                "visitor_id": visitor,
+                "currency": "USD",
+                "total": str(total),
+                "items": [
+                    {
+                        "sku": f"sku-{inf.category}",
+                        "category": inf.category,
+                        "quantity": 1,
+                        "unit_price": str(total),
+                    }
+                ],
+            }
+        ]
+        if rng.random() < 0.3:
+            code = inf.code.lower() if rng.random() < 0.5 else inf.code
+            events.append(
+                {
+                    "type": "code_redemption",
+                    "event_id": f"{prefix}-c",
+                    "occurred_at": at.isoformat(),
+                    "code": code,
+                    "order_id": order_id,
+                    "customer_id": customer,
+                }
+            )
+        return events, total
+
+    def _refund(
+        self, prefix: str, order_id: str, at: datetime, total: Decimal, percent: int
+    ) -> dict[str, Any]:
+        return {
+            "type": "refund",
+            "event_id": f"{prefix}-r",
+            "occurred_at": at.isoformat(),
+            "order_id": order_id,
+            "currency": "USD",
+            "amount": str((total * percent / 100).quantize(Decimal("0.01"))),
+        }
+
+    def sparse_customer_events(self, shopper: int, until: datetime) -> list[dict[str, Any]]:
+        """A customer's history of 40-120 days up to `until`: visits 2-20 days apart on three
+        devices (anonymous until linked, some linked only after orders), several orders,
+        codes, and refunds weeks after their order, some of them above what is left."""
+        rng = self._random
+        prefix = f"s{self.seed}-{shopper}"
+        customer = f"cust-{prefix}"
+        devices = [f"vis-{prefix}-{device}" for device in "abc"]
+        linked: set[str] = set()
+        favourite = self._pick_influencer()
+        moment = until - timedelta(days=rng.randint(40, 120))
+        events: list[dict[str, Any]] = []
+        for visit in range(60):
+            device = rng.choice(devices)
+            logged_in = device in linked and rng.random() < 0.5
+            for click in range(rng.randint(1, 4)):
+                inf = favourite if rng.random() < 0.6 else self._pick_influencer()
+                events.append(
+                    self._click(
+                        f"{prefix}-v{visit}k{click}",
+                        moment,
+                        device,
+                        inf,
+                        customer if logged_in else None,
+                    )
+                )
+                moment += timedelta(minutes=rng.randint(1, 180))
+            if device not in linked and rng.random() < 0.3:
+                linked.add(device)
+                events.append(self._identify(f"{prefix}-v{visit}id", moment, device, customer))
+            if rng.random() < 0.35:
+                moment += timedelta(minutes=rng.randint(1, 60))
+                placed, total = self._order(
+                    f"{prefix}-v{visit}", moment, customer, device, favourite
+                )
+                linked.add(device)
+                events.extend(placed)
+                refunded_at = moment + timedelta(days=rng.randint(1, 60), hours=rng.randint(0, 23))
+                if rng.random() < 0.3 and refunded_at <= until:
+                    order_id = placed[0]["order_id"]
+                    events.append(
+                        self._refund(f"{prefix}-v{visit}", order_id, refunded_at, total, 40)
+                    )
+                    if rng.random() < 0.3:  # a second refund, some of them too much in total
+                        second = max(
+                            moment + timedelta(hours=1),
+                            refunded_at - timedelta(days=rng.randint(0, 5)),
+                        )
+                        events.append(
+                            self._refund(
+                                f"{prefix}-v{visit}b", order_id, second, total, rng.choice((30, 70))
+                            )
+                        )
+            moment += timedelta(days=rng.randint(2, 20), minutes=rng.randint(0, 600))
+            if moment >= until:
+                break
+        return [event for event in events if event["occurred_at"] <= until.isoformat()]
+
+    def shopper_events(self, shopper: int, at: datetime) -> list[dict[str, Any]]:
+        """One shopper's session: clicks, maybe a login on a second device, maybe an order;
+        or, for a share of shoppers, a sparse customer's whole history up to `at`."""
+        rng = self._random
+        if shopper > 0 and rng.random() < self.sparse_share:
+            return self.sparse_customer_events(shopper, at)
         prefix = f"s{self.seed}-{shopper}"
         returning = shopper > 0 and rng.random() < self.returning_share
         person = f"s{self.seed}-{rng.randrange(shopper) if returning else shopper}"
@@ -191,7 +320,6 @@ class Storefront:
         inf = self._pick_influencer()
         benchmark = CATEGORY_BENCHMARKS[inf.category]
         conv_low, conv_high = float(benchmark.conversion_low), float(benchmark.conversion_high)
-        aov_low, aov_high = int(benchmark.aov_low), int(benchmark.aov_high)
         events: list[dict[str, Any]] = []
         moment = at
         for click in range(rng.randint(1, 3)):
@@ -211,88 +339,36 @@ class Storefront:
             return events
         device = laptop if rng.random() < 0.4 else phone
         if device == laptop:
-            events.append(
-                {
-                    "type": "identify",
-                    "event_id": f"{prefix}-id",
-                    "occurred_at": moment.isoformat(),
-                    "visitor_id": phone,
-                    "customer_id": customer,
-                }
-            )
-        order_id = f"ord-{prefix}"
-        total = Decimal(rng.randint(aov_low * 100, aov_high * 100)) / 100
+            events.append(self._identify(f"{prefix}-id", moment, phone, customer))
         moment += timedelta(minutes=rng.randint(1, 120))
-        events.append(
-            {
-                "type": "order",
-                "event_id": f"{prefix}-o",
-                "occurred_at": moment.isoformat(),
-                "order_id": order_id,
-                "customer_id": customer,
-                "visitor_id": device,
-                "currency": "USD",
-                "total": str(total),
-                "items": [
-                    {
-                        "sku": f"sku-{inf.category}",
-                        "category": inf.category,
-                        "quantity": 1,
-                        "unit_price": str(total),
-                    }
-                ],
-            }
-        )
-        if rng.random() < 0.3:
-            code = inf.code.lower() if rng.random() < 0.5 else inf.code
-            events.append(
-                {
-                    "type": "code_redemption",
-                    "event_id": f"{prefix}-c",
-                    "occurred_at": moment.isoformat(),
-                    "code": code,
-                    "order_id": order_id,
-                    "customer_id": customer,
-                }
-            )
+        placed, total = self._order(prefix, moment, customer, device, inf)
+        events.extend(placed)
         if rng.random() < 0.1:
-            amount = (total * Decimal(rng.choice((25, 50, 100))) / 100).quantize(Decimal("0.01"))
-            events.append(
-                {
-                    "type": "refund",
-                    "event_id": f"{prefix}-r",
-                    "occurred_at": (moment + timedelta(days=rng.randint(1, 20))).isoformat(),
-                    "order_id": order_id,
-                    "currency": "USD",
-                    "amount": str(amount),
-                }
-            )
+            refunded_at = moment + timedelta(days=rng.randint(1, 20))
+            percent = rng.choice((25, 50, 100))
+            events.append(self._refund(prefix, placed[0]["order_id"], refunded_at, total, percent))
         return events
 
     def events(self, shoppers: int, spread: timedelta = timedelta(days=3)) -> list[dict[str, Any]]:
-        """The events of `shoppers` sessions, in a realistic arrival order with late and
-        duplicate deliveries mixed in."""
+        """The events of `shoppers` sessions, in a realistic arrival order: by event time, a
+        share of them delayed by up to `late_by` and a share delivered twice (the copy up to a
+        day after the original), so no event arrives later than the allowed lateness."""
         rng = self._random
         stream: list[dict[str, Any]] = []
         step = spread / max(shoppers, 1)
         for shopper in range(shoppers):
             stream.extend(self.shopper_events(shopper, self.start + step * shopper))
-        arrival = sorted(range(len(stream)), key=lambda index: stream[index]["occurred_at"])
-        ordered = [stream[index] for index in arrival]
-        for index in range(len(ordered)):
+        arrivals: list[tuple[datetime, int, dict[str, Any]]] = []
+        for index, event in enumerate(stream):
+            arrival = datetime.fromisoformat(event["occurred_at"])
             if rng.random() < self.late_share:
-                later = min(len(ordered) - 1, index + rng.randint(1, 200))
-                ordered[index], ordered[later] = ordered[later], ordered[index]
-        # A duplicate delivery arrives after its original, up to 200 events later.
-        redeliveries = [
-            (index + rng.randint(1, 200), event)
-            for index, event in enumerate(ordered)
-            if rng.random() < self.duplicate_share
-        ]
-        for position, duplicate in reversed(redeliveries):
-            ordered.insert(min(position, len(ordered)), duplicate)
+                arrival += self.late_by * rng.random()
+            arrivals.append((arrival, index, event))
+            if rng.random() < self.duplicate_share:
+                arrivals.append((arrival + timedelta(days=rng.random()), index, event))
         return [
-            {key: value for key, value in event.items() if value is not None} for event in ordered
+            {key: value for key, value in event.items() if value is not None}
+            for _, _, event in sorted(arrivals, key=lambda arrival: arrival[:2])
         ]
 
     def metrics_snapshots(self, at: datetime) -> list[dict[str, Any]]:

@@ -274,6 +274,37 @@ ERASURES = (
     """,
 )
 
+# Refunds are judged again whenever one arrives (an accepted refund is refused when an earlier
+# one arrives late and the two exceed the total), so each decision is versioned; `refunds`
+# becomes the view of the accepted ones, with the rows the table held before.
+REFUND_DECISIONS = (
+    """
+    CREATE TABLE IF NOT EXISTS refund_decisions (
+        event_id String,
+        order_id String,
+        refunded_at DateTime64(6, 'UTC'),
+        amount Decimal(38, 4),
+        currency LowCardinality(String),
+        reason String,
+        status LowCardinality(String),
+        version UInt64
+    ) ENGINE = ReplacingMergeTree(version)
+    PARTITION BY toYYYYMM(refunded_at)
+    ORDER BY (order_id, event_id)
+    """,
+    """
+    INSERT INTO refund_decisions
+    SELECT event_id, order_id, refunded_at, amount, currency, reason, 'accepted', 0
+    FROM refunds FINAL
+    """,
+    "DROP TABLE IF EXISTS refunds",
+    """
+    CREATE OR REPLACE VIEW refunds AS
+    SELECT event_id, order_id, refunded_at, amount, currency, reason
+    FROM refund_decisions FINAL WHERE status = 'accepted'
+    """,
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "raw events, credits, catalog dimensions", SCHEMA),
     Migration(2, "contracts name the model their commission is paid on", CONTRACT_MODEL),
@@ -282,6 +313,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "KPI views, spend, payouts, benchmark flags", KPI_VIEWS),
     Migration(6, "keyed hashes of click IP addresses and user agents", CLICK_HASHES),
     Migration(7, "erasures of customers' personal data", ERASURES),
+    Migration(
+        8, "refund decisions, versioned; refunds is the view of the accepted", REFUND_DECISIONS
+    ),
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -48,3 +49,15 @@ def order(
     return event(
         "order", event_id, when, order_id=order_id, customer_id=customer, total=total, **fields
     )
+
+
+def arrival_within_lateness(
+    events: list[Event], lateness: timedelta, rng: random.Random
+) -> list[Event]:
+    """The events in an arrival order where each is delayed by up to `lateness` of event time:
+    whatever arrives before an event is at most `lateness` newer than it (the contract's
+    bound), while events of one customer days to weeks apart still arrive in any order."""
+    delayed = [
+        (item.occurred_at + lateness * rng.random(), index) for index, item in enumerate(events)
+    ]
+    return [events[index] for _, index in sorted(delayed)]

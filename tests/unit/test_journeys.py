@@ -157,7 +157,11 @@ def test_unattributed_orders_keep_revenue_whole_under_every_model() -> None:
 
 
 def _scenario(seed: int) -> tuple[LocalPipeline, list[Event]]:
-    storefront = Storefront(datetime(2026, 4, 1, tzinfo=UTC), seed=seed, influencers_count=6)
+    """Sessions of a few days, so that every arrival order is within the allowed lateness
+    (tests/unit/test_lateness.py permutes customers whose events are weeks apart)."""
+    storefront = Storefront(
+        datetime(2026, 4, 1, tzinfo=UTC), seed=seed, influencers_count=6, sparse_share=0
+    )
     parsed = [
         validate_event(json.loads(json.dumps(raw), parse_float=Decimal))
         for raw in storefront.events(60)
