@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from agents.batches import pending_events
 from agents.emit import Outbox, send_dead_letter
+from attribution.lateness import LatenessTracker
 from attribution.routing import route_event
 from schemas.events import InvalidEvent, decode_event
 from streams.app import Topology
@@ -14,13 +16,17 @@ from streams.app import Topology
 log = logging.getLogger(__name__)
 
 
-async def _ingest_one(topology: Topology, raw: bytes, outbox: Outbox) -> None:
+async def _ingest_one(
+    topology: Topology, raw: bytes, outbox: Outbox, lateness: LatenessTracker
+) -> None:
     try:
         parsed = decode_event(raw)
     except InvalidEvent as error:
         await send_dead_letter(topology, payload=raw, field=error.field, reason=error.message)
         return
     topology.metrics.events_valid.labels(parsed.type).inc()
+    if lateness.observe(parsed.occurred_at, datetime.now(UTC)):
+        topology.metrics.late_events.labels(parsed.type).inc()
     routed = route_event(parsed, topology.catalog.catalog, topology.settings.pii_key)
     for visitor_command in routed.to_visitors:
         outbox.visitor_command(visitor_command)
@@ -37,12 +43,13 @@ def register(topology: Topology) -> None:
     async def ingest(stream: Any) -> None:
         await topology.catalog.refresh()
         outbox = Outbox(topology)
+        lateness = LatenessTracker(settings.rules.allowed_lateness)
         async with pending_events(
             stream, settings.stage_batch_events, settings.stage_batch_seconds, outbox.send
         ) as pending:
             async for event in pending.events():
                 metrics.events_consumed.inc()
-                await _ingest_one(topology, event.value, outbox)
+                await _ingest_one(topology, event.value, outbox, lateness)
                 await pending.done(event)
 
     @topology.app.task

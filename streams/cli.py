@@ -1,4 +1,4 @@
-"""The `attribution` command: worker, replay, sql, catalog load, erase, demo."""
+"""The `attribution` command: worker, replay, backfill, sql, catalog load, erase, demo."""
 
 from __future__ import annotations
 
@@ -107,9 +107,11 @@ def _replay(settings: Settings, events: Path, catalog_dir: Path | None, out: Pat
     final = pipeline.final_credits()
     write_credits_csv(final, out)
     orders = len({row.order_id for row in final})
+    late = ", ".join(f"{count} {kind}" for kind, count in sorted(pipeline.late_events.items()))
     print(
         f"{orders} orders, {len(final)} credit rows written to {out}; "
-        f"{len(errors)} invalid lines, {len(pipeline.rejections)} rejected events",
+        f"{len(errors)} invalid lines, {len(pipeline.rejections)} rejected events"
+        + (f"; later than the allowed lateness: {late}" if late else ""),
         file=sys.stderr,
     )
     return 0
@@ -253,6 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("directory", type=Path)
     erase = commands.add_parser("erase", help="remove a customer's personal data everywhere")
     erase.add_argument("--customer", required=True, help="the storefront's customer id")
+    backfill = commands.add_parser(
+        "backfill", help="load a JSON-lines history into running workers, by event time"
+    )
+    backfill.add_argument("events", type=Path)
     demo = commands.add_parser("demo", help="services + worker + synthetic storefront + report")
     demo.add_argument("--seconds", type=float, default=60.0)
     return parser
@@ -273,6 +279,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _schemas_export(args.directory)
     if args.command == "erase":
         return _erase(settings, args.customer)
+    if args.command == "backfill":
+        from streams.backfill import run_backfill
+
+        return run_backfill(settings, args.events)
     from streams.demo import run_demo
 
     return run_demo(settings, seconds=args.seconds)

@@ -1,0 +1,174 @@
+"""`attribution backfill`: load a history of events into a running pipeline through Kafka.
+
+Credits are independent of arrival order only for events that arrive no later than the
+allowed lateness after newer ones (docs/contract.md, 5). A history of months sent at once
+would reach the keyed stages in whatever order the partitions are drained, so the backfill
+sends it by event time, one window of half the allowed lateness at a time, and waits for the
+workers to have committed every record of every input topic before it sends the next window.
+Within a window events may arrive in any order, which the lateness covers; across windows
+they arrive in event-time order.
+
+Re-running a backfill sends the same events again: every stage dedupes by `event_id` (orders
+by `order_id`), and ClickHouse keeps one row per key under FINAL, so nothing is counted twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from schemas.events import InvalidEvent, decode_event
+from streams.settings import Settings
+
+# The worker's consumer group reads these; the rows topic belongs to the sink's own group.
+STAGE_INPUTS = ("events", "visitor-commands", "order-commands", "journey-commands")
+
+
+@dataclass
+class History:
+    """A file's events in the order the backfill sends them."""
+
+    windows: list[list[bytes]] = field(default_factory=list)
+    """Valid events by event time, cut into windows of `window` of event time."""
+    invalid: list[tuple[int, bytes, str]] = field(default_factory=list)
+    """(line number, line, error) of lines that are not valid events: sent too, so that the
+    workers dead-letter them with their reason like any invalid event."""
+
+    @property
+    def valid_count(self) -> int:
+        return sum(len(window) for window in self.windows)
+
+
+def read_history(path: Path, window: timedelta) -> History:
+    """Read a JSON-lines file, sort its valid events by (occurred_at, line) and cut them into
+    windows of `window` of event time.
+
+    >>> import json, tempfile
+    >>> lines = ['{"type":"identify","event_id":"%s","occurred_at":"%s","visitor_id":"v",'
+    ...          '"customer_id":"c"}' % (n, t) for n, t in
+    ...          [("b", "2026-03-20T00:00:00Z"), ("a", "2026-03-01T00:00:00Z"), ("c", "x")]]
+    >>> with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
+    ...     _ = f.write("\\n".join(lines))
+    >>> history = read_history(Path(f.name), timedelta(days=7))
+    >>> [[json.loads(line)["event_id"] for line in window] for window in history.windows]
+    [['a'], ['b']]
+    >>> [(number, error.split(":")[0]) for number, _, error in history.invalid]
+    [(3, 'occurred_at')]
+    """
+    timed: list[tuple[datetime, int, bytes]] = []
+    history = History()
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                timed.append((decode_event(line).occurred_at, number, line))
+            except InvalidEvent as error:
+                history.invalid.append((number, line, str(error)))
+    timed.sort()
+    window_end: datetime | None = None
+    for occurred_at, _, line in timed:
+        if window_end is None or occurred_at >= window_end:
+            history.windows.append([])
+            window_end = occurred_at + window
+        history.windows[-1].append(line)
+    return history
+
+
+async def unconsumed(settings: Settings, group_id: str, names: Sequence[str]) -> int:
+    """Records of the topics `names` (without prefix) that `group_id` has not committed yet."""
+    topics = [settings.topic(name) for name in names]
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    await consumer.start()
+    try:
+        await consumer.topics()  # loads the cluster metadata that partitions_for_topic reads
+        partitions = [
+            TopicPartition(topic, partition)
+            for topic in topics
+            for partition in consumer.partitions_for_topic(topic) or ()
+        ]
+        ends = await consumer.end_offsets(partitions)
+        committed = await admin.list_consumer_group_offsets(group_id)
+        return sum(
+            max(end - (committed[tp].offset if tp in committed else 0), 0)
+            for tp, end in ends.items()
+        )
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+async def wait_until_consumed(settings: Settings, poll_seconds: float = 0.5) -> None:
+    """Return once the workers have committed every record of their input topics."""
+    # Kafka tells nobody when a group catches up: committed offsets are polled.
+    while True:
+        if await unconsumed(settings, settings.app_id, STAGE_INPUTS) == 0:
+            return
+        await asyncio.sleep(poll_seconds)
+
+
+async def send_history(
+    settings: Settings,
+    history: History,
+    report: Callable[[str], None],
+    window_seconds: float = 600.0,
+) -> int:
+    """Send the history window by window, waiting for the workers between windows; return
+    how many records were sent."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers,
+        acks="all",
+        linger_ms=5,
+        max_batch_size=256 * 1024,
+    )
+    topic = settings.topic("events")
+    total = history.valid_count + len(history.invalid)
+    sent = 0
+    await producer.start()
+    try:
+        batches = [*history.windows, [line for _, line, _ in history.invalid]]
+        for number, batch in enumerate(batches, start=1):
+            if not batch:
+                continue
+            futures = [await producer.send(topic, line) for line in batch]
+            await asyncio.gather(*futures)
+            sent += len(batch)
+            try:
+                async with asyncio.timeout(window_seconds):
+                    await wait_until_consumed(settings)
+            except TimeoutError:
+                raise TimeoutError(
+                    f"window {number} not consumed within {window_seconds:g} s: is a worker "
+                    f"running with app id {settings.app_id!r} and topic prefix "
+                    f"{settings.topic_prefix!r}?"
+                ) from None
+            report(f"window {number}/{len(batches)}: {sent}/{total} events sent and consumed")
+    finally:
+        await producer.stop()
+    return sent
+
+
+def run_backfill(settings: Settings, path: Path) -> int:
+    """The `attribution backfill` command."""
+    history = read_history(path, settings.rules.allowed_lateness / 2)
+    for number, _, error in history.invalid:
+        print(f"{path}:{number}: invalid event (dead-lettered): {error}", file=sys.stderr)
+    sent = asyncio.run(
+        send_history(settings, history, lambda line: print(line, file=sys.stderr, flush=True))
+    )
+    print(
+        f"{sent} events backfilled in {len(history.windows)} windows of event time; "
+        f"{len(history.invalid)} invalid lines sent to the dead letters",
+        file=sys.stderr,
+    )
+    return 0
