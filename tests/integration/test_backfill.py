@@ -92,10 +92,11 @@ def test_an_event_later_than_the_allowed_lateness_is_applied_and_counted(
         settings.redis_url, settings.topic_prefix, read_catalog_dir(EXAMPLES / "catalog")
     )
     worker.wait_for_catalog(version)
-    newest, late = "2026-03-21T10:00:00Z", "2026-03-01T10:00:00Z"
-    events = [
-        click("in-time", occurred_at=newest, customer_id="cu1", visitor_id="v2"),
-        click("late", occurred_at=late, customer_id="cu1"),
+    in_time = click(
+        "in-time", occurred_at="2026-03-21T10:00:00Z", customer_id="cu1", visitor_id="v2"
+    )
+    late = [
+        click("late", occurred_at="2026-03-01T10:00:00Z", customer_id="cu1"),
         {
             "type": "order",
             "event_id": "o",
@@ -106,7 +107,14 @@ def test_an_event_later_than_the_allowed_lateness_is_applied_and_counted(
             "total": "40.00",
         },
     ]
-    feed(settings, [json.dumps(event).encode() for event in events])
+    # The newer click first, on its own: events of one feed may be read in any order.
+    feed(settings, [json.dumps(in_time).encode()])
+    wait_until(
+        lambda: worker.sql("SELECT count() FROM clicks") == [[1]],
+        timeout=60,
+        what="the newer click stored",
+    )
+    feed(settings, [json.dumps(event).encode() for event in late])
 
     linear_sql = "SELECT touchpoint_event_id FROM credits FINAL WHERE model = 'linear'"
     wait_until(
