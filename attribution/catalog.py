@@ -14,7 +14,7 @@ UNKNOWN_TIER = "unknown"
 
 
 def tier_for(followers: int) -> str:
-    """SPEC tiers; accounts under 1K followers are reported with the nano tier.
+    """The contract's tiers; accounts under 1K followers are reported with the nano tier.
 
     >>> [tier_for(n) for n in (500, 5_000, 50_000, 500_000, 5_000_000)]
     ['nano', 'nano', 'micro', 'macro', 'mega']
@@ -49,7 +49,7 @@ class CreditTarget:
 
 
 class Catalog(Protocol):
-    """Read access to the catalog (SPEC section 3); codes are looked up case-insensitively.
+    """Read access to the catalog (contract section 3); codes are looked up case-insensitively.
 
     >>> catalog = StaticCatalog(codes={"ANNA10": CreditTarget("anna", "spring")})
     >>> catalog.code("anna10")
@@ -109,7 +109,7 @@ def resolve_click(
     link_id: str | None,
     platform: str | None,
 ) -> ResolvedInfluencer | None:
-    """SPEC 2.1: the click's influencer id, else its tracked link, else the URL's UTM tags."""
+    """Contract 2.1: the click's influencer id, else its tracked link, else the URL's UTM tags."""
     utm_platform = ""
     if influencer_id:
         resolved_influencer, resolved_campaign = influencer_id, campaign_id or ""

@@ -1,7 +1,7 @@
 """The visitor stage: which customer a browser belongs to, and where its clicks go.
 
 Clicks of an anonymous visitor wait under the visitor's key. The first link of the
-visitor to a customer wins (SPEC 2.5); the waiting clicks then move to the
+visitor to a customer wins (contract 2.5); the waiting clicks then move to the
 customer's journey and later clicks are forwarded there directly.
 """
 

@@ -3,7 +3,7 @@
 `apply_to_journey(state, command, rules)` is the whole stage: it folds a command
 into the customer's state and returns the rows to emit. An order's credit is a
 pure function of the facts known about it, so it ends the same whatever the
-order in which those facts arrived (SPEC 5, "late events").
+order in which those facts arrived (contract 5, "late events").
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ class Journey:
 
 
 def eligible_touchpoints(journey: Journey, order: OrderRecord, rules: Rules) -> list[Touchpoint]:
-    """SPEC 5: the customer's clicks within the lookback, then the order's code redemption last."""
+    """Contract 5: the clicks within the lookback, then the order's code redemption last."""
     order_at = order.facts.occurred_at
     earliest = order_at - rules.lookback
     latest_link = order_at + rules.restatement_window

@@ -1,4 +1,4 @@
-"""Campaign KPIs as SPEC 6 defines them.
+"""Campaign KPIs as contract 6 defines them.
 
 Conversion rate = credited conversions / clicks (a fraction here; x 100 for a percentage),
 AOV = credited revenue / credited conversions. Pure: the caller passes the sums.

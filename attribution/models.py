@@ -1,4 +1,4 @@
-"""The five attribution models of SPEC section 5, as credits over ordered touchpoints."""
+"""The five attribution models of contract section 5, as credits over ordered touchpoints."""
 
 from __future__ import annotations
 

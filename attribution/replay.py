@@ -1,4 +1,4 @@
-"""The whole pipeline in one process, in arrival order: offline replay and backtests (SPEC 7).
+"""The whole pipeline in one process, in arrival order: offline replay and backtests (contract 7).
 
 It drives the same stage functions the streaming agents call, through in-memory
 queues instead of repartition topics, so its final credits are the contract the

@@ -57,7 +57,7 @@ def _link(visitor_id: str, customer_id: str, event: Event) -> tuple[VisitorLink,
 def route_event(event: Event, catalog: Catalog, pii_key: bytes = b"") -> Routed:
     """Resolve influencers through the catalog and split the event by destination.
 
-    A click with both ids and an order with a visitor are identify events too (SPEC 2.5).
+    A click with both ids and an order with a visitor are identify events too (contract 2.5).
     A click's IP address and user agent leave only as hashes keyed with `pii_key`.
     """
     routed = Routed([], [], [])

@@ -183,7 +183,7 @@ class IdentityLinked:
 
 @dataclass(frozen=True, slots=True)
 class IdentityConflict:
-    """A later link of a visitor to another customer: counted and ignored (SPEC 2.5)."""
+    """A later link of a visitor to another customer: counted and ignored (contract 2.5)."""
 
     visitor_id: str
     kept_customer_id: str

@@ -1,4 +1,4 @@
-"""The tunable rules of attribution (SPEC section 5 defaults)."""
+"""The tunable rules of attribution (contract section 5 defaults)."""
 
 from __future__ import annotations
 

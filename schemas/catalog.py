@@ -1,4 +1,4 @@
-"""Catalog files (SPEC section 3): CSVs validated row by row, errors naming file, line, field."""
+"""Catalog files (contract 3): CSVs validated row by row, errors naming file, line, field."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ class ContractRow(_Row):
     bonus_metric: Annotated[str, Field(max_length=64)] = ""
     bonus_threshold: Amount = Decimal(0)
     # The model whose credited revenue the commission (and a revenue or conversion bonus) is
-    # paid on; an optional column after SPEC's nine.
+    # paid on; an optional column after the contract's nine.
     commission_model: Literal[
         "first_click", "last_click", "linear", "position_based", "time_decay"
     ] = "last_click"

@@ -1,4 +1,4 @@
-"""Events storefronts send (SPEC section 2), parsed exactly: money never goes through float."""
+"""Events storefronts send (contract section 2), parsed exactly: money never goes through float."""
 
 from __future__ import annotations
 

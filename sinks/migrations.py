@@ -5,7 +5,7 @@ new ones. Every statement is idempotent (IF NOT EXISTS, CREATE OR REPLACE, inser
 ReplacingMergeTree tables keyed by what they insert), so two workers starting at once
 against one server end with the same schema.
 
-The KPI views read the final state (FINAL, deletions dropped) and follow SPEC 6. Ratios are
+The KPI views read the final state (FINAL, deletions dropped) and follow contract 6. Ratios are
 exact decimals (`divideDecimal`), NULL when their denominator is 0. Revenue sums assume one
 currency per campaign (the campaign's `currency`).
 """

@@ -1,4 +1,4 @@
-"""SPEC sections 4 and 5 through the replay pipeline (the same stage functions the agents call)."""
+"""Contract 4 and 5 through the replay pipeline (the same stage functions the agents call)."""
 
 from __future__ import annotations
 
