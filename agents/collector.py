@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from faust.web import Request, Response, View
 
@@ -28,18 +28,23 @@ from schemas.collector import (
 from schemas.events import InvalidEvent, parse_json, validate_event
 from streams.app import Topology
 
+if TYPE_CHECKING:
+    from aiohttp import web  # faust's web driver, not a dependency of ours
+
 log = logging.getLogger(__name__)
 
 
 async def _read_limited(request: Request) -> bytes | None:
     """The body, or None when it is larger than the limit (checked before reading it all)."""
-    declared = request.content_length
+    # Faust's web driver is aiohttp: its views get aiohttp's requests (the driver casts alike).
+    http_request = cast("web.Request", request)
+    declared = http_request.content_length
     if declared is not None and declared > MAX_BATCH_BYTES:
         return None
     # read(n) returns whatever the socket has buffered, up to n: loop until the end of the body.
     body = bytearray()
     while len(body) <= MAX_BATCH_BYTES:
-        chunk = await request.content.read(MAX_BATCH_BYTES + 1 - len(body))
+        chunk = await http_request.content.read(MAX_BATCH_BYTES + 1 - len(body))
         if not chunk:
             return bytes(body)
         body += chunk

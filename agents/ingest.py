@@ -52,7 +52,7 @@ def register(topology: Topology) -> None:
                 await _ingest_one(topology, event.value, outbox, lateness)
                 await pending.done(event)
 
-    @topology.app.task
+    @topology.app.task  # type: ignore[untyped-decorator]
     async def declare_dead_letters() -> None:
         # No agent reads this topic, so Faust would not create it on its own.
         await topology.dead_letters.maybe_declare()
