@@ -21,8 +21,13 @@ CATALOG = StaticCatalog(
 )
 
 
+def instant(days: float = 0, hours: float = 0) -> datetime:
+    return T0 + timedelta(days=days, hours=hours)
+
+
 def at(days: float = 0, hours: float = 0) -> str:
-    return (T0 + timedelta(days=days, hours=hours)).isoformat()
+    """`instant` as events carry it: an ISO 8601 string."""
+    return instant(days, hours).isoformat()
 
 
 def event(kind: str, event_id: str, when: str, **fields: Any) -> Event:

@@ -17,7 +17,7 @@ from attribution.rows import IdentityConflict, IdentityLinked
 from attribution.rules import Rules
 from schemas.events import Event, validate_event
 from simulation.storefront import Storefront
-from tests.unit.helpers import CATALOG, at, click, event, order
+from tests.unit.helpers import CATALOG, at, click, event, instant, order
 
 
 def credits_of(events: list[Event], rules: Rules | None = None) -> dict[tuple[str, str], Decimal]:
@@ -103,14 +103,16 @@ def test_first_link_of_a_visitor_wins() -> None:
 
 def test_a_visitor_merges_into_a_customer_once_however_often_it_is_linked() -> None:
     rules = Rules()
-    visitor, outputs = apply_to_visitor(None, VisitorLink("phone", "c1", at(0), "id1"), rules)
+    visitor, outputs = apply_to_visitor(None, VisitorLink("phone", "c1", instant(0), "id1"), rules)
     assert [type(output) for output in outputs] == [TouchpointsArrived, IdentityLinked]
     for again in ("id1", "id2"):  # a redelivery, then a second identify of the same pair
         visitor, outputs = apply_to_visitor(
-            visitor, VisitorLink("phone", "c1", at(1), again), rules
+            visitor, VisitorLink("phone", "c1", instant(1), again), rules
         )
         assert [type(output) for output in outputs] == [TouchpointsArrived]
-    visitor, outputs = apply_to_visitor(visitor, VisitorLink("phone", "c2", at(2), "id3"), rules)
+    visitor, outputs = apply_to_visitor(
+        visitor, VisitorLink("phone", "c2", instant(2), "id3"), rules
+    )
     assert [type(output) for output in outputs] == [IdentityConflict]
 
 

@@ -14,6 +14,13 @@ T = datetime(2026, 3, 15, tzinfo=UTC)
 WEEK = timedelta(days=7)
 
 
+def exponent(amount: Decimal) -> int:
+    """The power of ten of the amount's last digit (-2 for cents); only finite amounts have one."""
+    power = amount.as_tuple().exponent
+    assert isinstance(power, int), f"{amount} is not a finite amount"
+    return power
+
+
 def test_largest_remainder_gives_leftover_cents_to_the_earliest_on_ties() -> None:
     # 10.00 / 3 = 3.333..: floors 3.33 x3 = 9.99, one cent left, all remainders equal -> first.
     assert split_revenue(Decimal("10.00"), [Decimal(1)] * 3, "USD") == [
@@ -107,4 +114,4 @@ def test_credits_sum_to_one_and_revenue_to_the_cent(
         assert all(credit >= 0 for credit in credits)
         revenues = split_revenue(net, credits, currency)
         assert sum(revenues) == net
-        assert all(revenue.as_tuple().exponent >= -digits for revenue in revenues)
+        assert all(exponent(revenue) >= -digits for revenue in revenues)
