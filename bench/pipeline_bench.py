@@ -238,8 +238,11 @@ def recovery_seconds(log: Path) -> float | None:
     done = [s for s, what in stamps if what.startswith("Restore")]
     if not begun or not done or done[-1] < begun[-1]:
         return None
-    # Both stamps are the worker's local time; only their difference matters.
-    parse = lambda s: datetime.strptime(s + "+0000", "%Y-%m-%d %H:%M:%S,%f%z")  # noqa: E731
+
+    def parse(logged: str) -> datetime:
+        # Both stamps are the worker's local time; only their difference matters.
+        return datetime.strptime(logged + "+0000", "%Y-%m-%d %H:%M:%S,%f%z")
+
     return round((parse(done[-1]) - parse(begun[-1])).total_seconds(), 2)
 
 

@@ -19,10 +19,11 @@ from streams.cli import main
 working_insert = ClickHouseWriter.insert_now
 
 
-def insert_unless_failing(writer: ClickHouseWriter, rows: Iterable[dict[str, Any]]) -> int:
+def insert_unless_failing(self: ClickHouseWriter, rows: Iterable[dict[str, Any]]) -> int:
+    """Stands in for ClickHouseWriter.insert_now, hence `self`."""
     if Path(os.environ["ATTRIBUTION_TEST_SINK_FAILS_WHILE"]).exists():
         raise ConnectionError("injected fault: ClickHouse refuses writes")
-    return working_insert(writer, rows)
+    return working_insert(self, rows)
 
 
 if __name__ == "__main__":
