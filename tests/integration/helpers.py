@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from sinks.catalog_store import publish_catalog, to_static_catalog
 from streams.producer import produce_events
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
+from tests.waiting import wait_until
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 FINAL_CREDITS_SQL = """
@@ -70,14 +71,18 @@ def clickhouse_credits(worker: WorkerProcess) -> set[Credit]:
 def wait_for_credits(
     worker: WorkerProcess, expected: set[Credit], timeout: float = 120
 ) -> set[Credit]:
-    """Poll until ClickHouse holds exactly the expected final credits, or the timeout passes."""
-    deadline = time.monotonic() + timeout
+    """Poll until ClickHouse holds exactly the expected final credits, or the timeout passes;
+    either way the credits it holds, so that the caller's assertion shows any difference."""
     actual: set[Credit] = set()
-    while time.monotonic() < deadline:
+
+    def holds_expected() -> bool:
+        nonlocal actual
         actual = clickhouse_credits(worker)
-        if actual == expected:
-            break
-        time.sleep(0.5)
+        return actual == expected
+
+    # On a timeout the caller compares: a set difference says more than "timed out".
+    with contextlib.suppress(AssertionError):
+        wait_until(holds_expected, timeout=timeout, what="the expected credits", interval=0.5)
     return actual
 
 
@@ -107,10 +112,13 @@ def dead_letters(settings: Settings, count: int) -> list[dict[str, Any]]:
         await consumer.start()
         records: list[dict[str, Any]] = []
         try:
-            deadline = time.monotonic() + 30
-            while len(records) < count and time.monotonic() < deadline:
-                batch = await consumer.getmany(timeout_ms=500)
-                records += [json.loads(r.value) for rs in batch.values() for r in rs]
+            # Awaits the consumer, so not tests.waiting.wait_until (which blocks the loop).
+            async with asyncio.timeout(30):
+                while len(records) < count:
+                    batch = await consumer.getmany(timeout_ms=500)
+                    records += [json.loads(r.value) for rs in batch.values() for r in rs]
+        except TimeoutError:
+            pass  # fewer than `count`: the caller's assertion on the letters says how many
         finally:
             await consumer.stop()
         return records
