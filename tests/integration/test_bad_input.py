@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import random
-import time
 
 import pytest
 
 from schemas.events import InvalidEvent, decode_event
 from streams.worker_process import WorkerProcess
 from tests.integration.helpers import click, dead_letters, feed
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -49,12 +49,11 @@ def test_worker_dead_letters_junk_and_keeps_processing(worker: WorkerProcess) ->
 
     feed(worker.settings, mixed)
 
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if worker.sql("SELECT count() FROM clicks FINAL WHERE event_id LIKE 'ok%'") == [[5]]:
-            break
-        time.sleep(0.3)
-    assert worker.sql("SELECT count() FROM clicks FINAL WHERE event_id LIKE 'ok%'") == [[5]]
+    wait_until(
+        lambda: worker.sql("SELECT count() FROM clicks FINAL WHERE event_id LIKE 'ok%'") == [[5]],
+        timeout=60,
+        what="the 5 valid clicks among the junk in ClickHouse",
+    )
     letters = dead_letters(worker.settings, invalid)
     assert len(letters) == invalid
     assert all(letter["reason"] for letter in letters)

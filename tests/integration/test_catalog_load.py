@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ import redis
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
 from tests.integration.helpers import click, feed
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -70,10 +70,11 @@ def test_a_running_worker_sees_a_new_link_without_restarting(
     feed(settings, [json.dumps(click("after", url="https://s/", link_id="l-new")).encode()])
     sql = "SELECT event_id, influencer_id, tier FROM clicks FINAL ORDER BY event_id"
     expected = [["after", "anna", "micro"], ["before", "", ""]]
-    deadline = time.monotonic() + 60
-    while worker.sql(sql) != expected and time.monotonic() < deadline:
-        time.sleep(0.3)
-    assert worker.sql(sql) == expected
+    wait_until(
+        lambda: worker.sql(sql) == expected,
+        timeout=60,
+        what="the click after the new catalog credited to anna, the one before to nobody",
+    )
     # Analysts see the newest catalog in ClickHouse, with tiers derived from followers.
     assert worker.sql("SELECT influencer_id, tier FROM catalog_influencers") == [["anna", "micro"]]
     assert worker.sql("SELECT link_id FROM catalog_links") == [["l-new"]]

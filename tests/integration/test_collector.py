@@ -8,7 +8,6 @@ import hmac
 import json
 import os
 import signal
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from schemas.collector import sign
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
 from tests.integration.helpers import click, dead_letters
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -56,17 +56,6 @@ def post_events(worker: WorkerProcess, body: bytes) -> tuple[int, dict[str, Any]
     return post(worker, "/v1/events", body, {"X-Signature": sign(SECRET, body)})
 
 
-def wait_for(worker: WorkerProcess, sql: str, expected: list[list[Any]]) -> list[list[Any]]:
-    deadline = time.monotonic() + 60
-    rows: list[list[Any]] = []
-    while time.monotonic() < deadline:
-        rows = worker.sql(sql)
-        if rows == expected:
-            break
-        time.sleep(0.3)
-    return rows
-
-
 def test_mixed_batch_accepts_valid_events_and_dead_letters_the_rest(
     collector: WorkerProcess,
 ) -> None:
@@ -87,9 +76,13 @@ def test_mixed_batch_accepts_valid_events_and_dead_letters_the_rest(
     ]
     assert answer["results"][1]["field"] == "occurred_at"
     assert answer["results"][2]["field"] == "type"
-    assert wait_for(
-        collector, "SELECT event_id FROM clicks FINAL ORDER BY event_id", [["c1"], ["c3"]]
-    ) == [["c1"], ["c3"]]
+    wait_until(
+        lambda: (
+            collector.sql("SELECT event_id FROM clicks FINAL ORDER BY event_id") == [["c1"], ["c3"]]
+        ),
+        timeout=60,
+        what="exactly the accepted clicks c1 and c3 in ClickHouse",
+    )
     letters = dead_letters(collector.settings, 2)
     assert sorted(letter["field"] for letter in letters) == ["occurred_at", "type"]
     assert all(letter["reason"] and letter["dead_lettered_at"] for letter in letters)
@@ -137,7 +130,11 @@ def test_shopify_order_and_refund_webhooks_land_in_clickhouse(collector: WorkerP
     assert shopify_post(collector, "refunds", refund) == (200, {"accepted": 1})
     expected = [["820982911946154508", "shopify-115310627314723954", "403", "199"]]
     sql = "SELECT order_id, customer_id, toString(total), toString(refunded) FROM orders FINAL"
-    assert wait_for(collector, sql, expected) == expected
+    wait_until(
+        lambda: collector.sql(sql) == expected,
+        timeout=60,
+        what="the Shopify order with its refund in ClickHouse",
+    )
     assert collector.sql("SELECT code FROM code_redemptions FINAL") == [["CREATOR000-10"]]
 
 

@@ -22,6 +22,7 @@ from streams.codecs import decode
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
 from tests.integration.helpers import EXAMPLES, feed, replay_credits, wait_for_credits
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -66,10 +67,11 @@ def test_erase_removes_the_customer_everywhere_and_keeps_every_total(
         timeout=60,
     )
     assert erase.returncode == 0, erase.stderr
-    deadline = time.monotonic() + 60
-    while worker.sql("SELECT count() FROM erasures") != [[1]]:
-        assert time.monotonic() < deadline, "the erasure was not applied"
-        time.sleep(0.3)
+    wait_until(
+        lambda: worker.sql("SELECT count() FROM erasures") == [[1]],
+        timeout=60,
+        what="the erasure applied (its row in erasures)",
+    )
 
     assert _mentions_of_customer(worker) == 0
     assert (worker.sql(TOTALS_SQL), worker.sql(CUSTOMER_TOTALS_SQL)) == totals
