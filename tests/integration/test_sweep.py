@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,24 +11,19 @@ import pytest
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
 from tests.integration.helpers import feed
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
 
 
-def _event(kind: str, event_id: str, day: int, **fields: object) -> dict[str, object]:
+def _event(kind: str, event_id: str, day: int, **fields: object) -> bytes:
+    """The event as the storefront sends it: one JSON line."""
     occurred_at = (T0 + timedelta(days=day)).isoformat()
-    return {"type": kind, "event_id": event_id, "occurred_at": occurred_at, **fields}
-
-
-def _wait_until(condition: object, timeout: float = 60) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return True
-        time.sleep(0.2)
-    return False
+    return json.dumps(
+        {"type": kind, "event_id": event_id, "occurred_at": occurred_at, **fields}
+    ).encode()
 
 
 def test_customers_idle_past_every_window_are_swept(
@@ -80,20 +75,34 @@ def test_customers_idle_past_every_window_are_swept(
     worker.start()
     try:
         feed(settings, events[:2])
-        assert _wait_until(lambda: worker.sql("SELECT count() FROM orders FINAL") == [[1]])
+        wait_until(
+            lambda: worker.sql("SELECT count() FROM orders FINAL") == [[1]],
+            timeout=60,
+            what="the old order in ClickHouse",
+        )
         feed(settings, events[2:])
-        assert _wait_until(
-            lambda: worker.metric("attribution_swept_keys_total", table="journeys") == 1
+        wait_until(
+            lambda: worker.metric("attribution_swept_keys_total", table="journeys") == 1,
+            timeout=60,
+            what="the old customer's journey swept",
         )
         assert worker.metric("attribution_table_keys", table="journeys") == 1
         assert worker.metric("attribution_swept_keys_total", table="visitors") == 1
         assert worker.metric("attribution_swept_keys_total", table="ledgers") == 1
         # The credits of the old order stay in ClickHouse: sweeping forgets state, not results.
-        assert _wait_until(lambda: worker.sql("SELECT count() FROM orders FINAL") == [[2]])
+        wait_until(
+            lambda: worker.sql("SELECT count() FROM orders FINAL") == [[2]],
+            timeout=60,
+            what="both orders in ClickHouse",
+        )
         assert worker.stop() == 0
 
         worker.start()  # the tombstones are in the changelogs: the old keys do not come back
-        assert _wait_until(lambda: worker.metric("attribution_table_keys", table="journeys") > 0)
+        wait_until(
+            lambda: worker.metric("attribution_table_keys", table="journeys") > 0,
+            timeout=60,
+            what="the journeys restored after the restart",
+        )
         assert worker.metric("attribution_table_keys", table="journeys") == 1
         assert worker.metric("attribution_table_keys", table="visitors") == 1
     finally:
