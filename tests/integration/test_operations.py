@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -27,22 +26,21 @@ from tests.integration.helpers import (
     replay_credits,
     wait_for_credits,
 )
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def eventually(check: Callable[[], bool], timeout: float = 60) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.5)
-    return check()
 
 
 def gauge(worker: WorkerProcess, name: str, **labels: str) -> Decimal:
     """A last_click gauge's value, exact enough to compare with ClickHouse's sums."""
     return Decimal(str(worker.metric(name, model="last_click", **labels)))
+
+
+def count(worker: WorkerProcess, statement: str) -> int:
+    """The one number a counting query answers."""
+    [[value]] = worker.sql(statement)
+    assert isinstance(value, int), f"{statement} answered {value!r}"
+    return value
 
 
 def test_ready_lag_latency_and_campaign_gauges_of_a_live_storefront(
@@ -74,22 +72,26 @@ def test_ready_lag_latency_and_campaign_gauges_of_a_live_storefront(
         assert wait_for_credits(worker, expected) == expected
 
         # Every event is committed in the end: no lag left on any events partition.
-        assert eventually(
+        wait_until(
             lambda: (
                 all(
                     worker.metric("attribution_consumer_lag", topic="events", partition=str(p)) == 0
                     for p in range(settings.partitions)
                 )
                 and worker.metric("attribution_events_consumed_total") == len(lines)
-            )
+            ),
+            timeout=60,
+            what="every event consumed and no lag on any events partition",
+            interval=0.5,
         )
-        credited_orders = worker.sql(
+        credited_orders = count(
+            worker,
             "SELECT uniqExact(order_id) FROM credits FINAL"
-            " WHERE NOT is_deleted AND influencer_id != ''"
-        )[0][0]
+            " WHERE NOT is_deleted AND influencer_id != ''",
+        )
         assert worker.metric("attribution_credit_emitted_latency_seconds_count") >= credited_orders
         assert worker.metric("attribution_credit_stored_latency_seconds_count") >= credited_orders
-        linked_visitors = worker.sql("SELECT uniqExact(visitor_id) FROM identity_links FINAL")[0][0]
+        linked_visitors = count(worker, "SELECT uniqExact(visitor_id) FROM identity_links FINAL")
         assert worker.metric("attribution_identity_merges_total") == linked_visitors
 
         # The campaign gauges equal the KPIs computed from ClickHouse's final state.
@@ -109,8 +111,9 @@ def test_ready_lag_latency_and_campaign_gauges_of_a_live_storefront(
             for category in ("fashion", "beauty", "electronics", "home", "food")
         }
         for campaign_id, conversions, clicks, revenue in rows:
+            assert isinstance(campaign_id, str) and isinstance(clicks, int), rows
             labels = {"campaign": campaign_id, "category": categories[campaign_id]}
-            rate = Decimal(str(conversions)) / int(clicks)
+            rate = Decimal(str(conversions)) / clicks
             aov = Decimal(str(revenue)) / Decimal(str(conversions))
 
             # Gauges refresh every second, so a refresh taken before the last refund was
@@ -124,8 +127,13 @@ def test_ready_lag_latency_and_campaign_gauges_of_a_live_storefront(
                     exported_aov - aov
                 ) < Decimal("1e-6")
 
-            assert eventually(kpis_are_exported)
-            assert worker.metric("attribution_campaign_clicks", **labels) == int(clicks)
+            wait_until(
+                kpis_are_exported,
+                timeout=60,
+                what=f"the conversion rate and AOV gauges of {campaign_id}",
+                interval=0.5,
+            )
+            assert worker.metric("attribution_campaign_clicks", **labels) == clicks
         assert (
             worker.metric(
                 "attribution_category_benchmark_conversion_ratio", category="beauty", bound="low"
@@ -187,7 +195,12 @@ def test_sigterm_stores_held_rows_commits_and_exits_in_time(
             }
             return lag.pop("rows") > 0 and not any(lag.values())
 
-        assert eventually(only_rows_are_held)
+        wait_until(
+            only_rows_are_held,
+            timeout=60,
+            what="every topic consumed but rows, whose records the sink holds",
+            interval=0.5,
+        )
         assert worker.sql("SELECT count() FROM credits") == [[0]]
 
         began = time.monotonic()
@@ -209,7 +222,12 @@ def test_sigterm_stores_held_rows_commits_and_exits_in_time(
             ]
 
         read_partitions = (len(STREAM_TOPICS) - 1) * settings.partitions  # not dead-letters
-        assert eventually(lambda: len(lags()) == read_partitions)
+        wait_until(
+            lambda: len(lags()) == read_partitions,
+            timeout=60,
+            what=f"the lag of all {read_partitions} read partitions reported",
+            interval=0.5,
+        )
         assert lags() == [0.0] * read_partitions
     finally:
         worker.stop()
@@ -235,6 +253,11 @@ def test_json_logs_carry_the_event_id_of_a_refused_event(
                     return record["level"] == "warning" and "occurred_at" in record["message"]
             return False
 
-        assert eventually(refusal_logged)
+        wait_until(
+            refusal_logged,
+            timeout=60,
+            what="a warning naming evt-bad-1 and occurred_at in the JSON log",
+            interval=0.5,
+        )
     finally:
         worker.stop()
