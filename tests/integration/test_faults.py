@@ -29,6 +29,7 @@ from tests.integration.helpers import (
     replay_credits,
     wait_for_credits,
 )
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -76,10 +77,13 @@ def scenario(tmp_path_factory: pytest.TempPathFactory, services: None) -> Scenar
 
 
 def wait_until_consumed(worker: WorkerProcess, count: float, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while worker.metric("attribution_events_consumed_total") < count:
-        assert time.monotonic() < deadline, "the worker stopped consuming"
-        time.sleep(0.05)
+    # Polled often: a kill is meant to land near this point, not a poll later.
+    wait_until(
+        lambda: _consumed(worker) >= count,
+        timeout=timeout,
+        what=f"the worker to consume {count:g} events",
+        interval=0.05,
+    )
 
 
 def test_sigkill_at_three_random_points_loses_and_doubles_nothing(
@@ -140,9 +144,12 @@ def test_clickhouse_failing_for_20_seconds_holds_offsets_then_catches_up(
         failing.touch()
         fault_ends = time.monotonic() + 20
         feed(isolated_settings, scenario.second_half)
-        while worker.metric("attribution_sink_failures_total") == 0:
-            assert time.monotonic() < fault_ends, "no insert was attempted during the fault"
-            time.sleep(0.1)
+        wait_until(
+            lambda: worker.metric("attribution_sink_failures_total") != 0,
+            timeout=max(0.0, fault_ends - time.monotonic()),
+            what="an insert attempted (and failed) during the fault",
+            interval=0.1,
+        )
         stored_when_failing = len(clickhouse_credits(worker))
         rows_lag_seen = 0.0
         while time.monotonic() < fault_ends:
@@ -187,10 +194,12 @@ def test_two_workers_share_the_load_and_one_is_killed(
         for worker in (sink, first, second):
             worker.wait_for_catalog(version)
         feed(isolated_settings, lines[:half])
-        deadline = time.monotonic() + 120
-        while _consumed(first) + _consumed(second) < half // 3:
-            assert time.monotonic() < deadline, "the workers stopped consuming"
-            time.sleep(0.05)
+        wait_until(
+            lambda: _consumed(first) + _consumed(second) >= half // 3,
+            timeout=120,
+            what=f"the two workers to consume {half // 3} events",
+            interval=0.05,
+        )
         shares = (_consumed(first), _consumed(second))
         first.kill()
         feed(isolated_settings, lines[half:])
