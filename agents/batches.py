@@ -7,6 +7,12 @@ acknowledged, so Kafka commits an offset only after everything it led to is save
 A flush happens once the events count for `max_units` (one each, or the rows they carry) and every
 `within_seconds`.
 
+On a revocation the events held are forgotten, not acknowledged: Faust has already dropped its
+bookkeeping of the revoked partitions, whose next owner reads them again from the last commit,
+and an acknowledgement that arrives after that could let a later commit skip past them. What
+they led to (an ingest outbox) is dropped with them, and where the stages hold a `GroupLease`
+(streams/fencing.py) nothing is saved while the group has not confirmed the assignment lately.
+
 Faust's own `take_events` was not used: it acknowledges a batch in a `finally`
 (even when the agent failed or was stopped halfway), and under load it lost whole
 batches in our restart test, acknowledging events that no agent ever saw.
@@ -20,6 +26,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+from agents.emit import Outbox
+from streams.fencing import GroupLease
+
 log = logging.getLogger(__name__)
 
 # Saves what the events marked done so far changed; must take its snapshot before it first
@@ -30,13 +39,31 @@ SaveFn = Callable[[], Awaitable[bool]]
 class PendingEvents:
     """Processed events waiting for their effects to be saved before they are acknowledged."""
 
-    def __init__(self, stream: Any, max_units: int, save: SaveFn) -> None:
+    def __init__(
+        self,
+        stream: Any,
+        max_units: int,
+        save: SaveFn,
+        *,
+        may_write: Callable[[], bool] | None = None,
+        discard: Callable[[], None] | None = None,
+    ) -> None:
         self._stream = stream.noack()
+        self._may_write = may_write
+        self._discard = discard
         self._max_units = max_units
         self._save = save
         self._events: list[Any] = []
         self._units = 0
         self._lock = asyncio.Lock()
+        self._revocations = 0
+
+    def forget(self) -> None:
+        """The partitions were revoked: the events held will never be acknowledged here."""
+        self._revocations += 1
+        self._events, self._units = [], 0
+        if self._discard is not None:
+            self._discard()
 
     def events(self) -> AsyncIterator[Any]:
         """The agent's events, one at a time, acknowledged only by `flush`."""
@@ -56,14 +83,20 @@ class PendingEvents:
     async def flush(self) -> bool:
         """Save, then acknowledge what was saved; False (nothing acknowledged) if saving failed."""
         async with self._lock:
+            if self._events and self._may_write is not None and not self._may_write():
+                return False  # fenced: the group has not confirmed lately that we own these
             # Taken before saving: events the agent handles while the save awaits belong to
             # the next flush, with the effects they add meanwhile.
             events, self._events = self._events, []
             units, self._units = self._units, 0
+            revocations = self._revocations
             if not await self._save():
-                self._events = events + self._events
-                self._units += units
+                if revocations == self._revocations:
+                    self._events = events + self._events
+                    self._units += units
                 return False
+            if revocations != self._revocations:
+                return True  # saved, but revoked meanwhile: those acknowledgements would be stale
             for event in events:
                 await self._stream.ack(event)
             return True
@@ -75,7 +108,22 @@ async def pending_events(
 ) -> AsyncIterator[PendingEvents]:
     """A `PendingEvents` over the agent's `stream`, flushed every `within_seconds` while the
     agent runs, and at its end."""
-    pending = PendingEvents(stream, max_units, save)
+    app = getattr(stream, "app", None)
+    lease = None if app is None else GroupLease.existing(app)
+    outbox = getattr(save, "__self__", None)  # ingest saves with its outbox's `send`
+    pending = PendingEvents(
+        stream,
+        max_units,
+        save,
+        may_write=None if lease is None else lease.current,
+        discard=outbox.clear if isinstance(outbox, Outbox) else None,
+    )
+
+    async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        pending.forget()
+
+    if app is not None:
+        app.on_partitions_revoked.connect(on_revoked)
 
     async def flush_periodically() -> None:
         while True:
@@ -90,6 +138,8 @@ async def pending_events(
         yield pending
     finally:
         flusher.cancel()
+        if app is not None:
+            app.on_partitions_revoked.disconnect(on_revoked)
         # Whatever was fully processed is saved now rather than processed again after a
         # restart; if saving fails, those events simply come again.
         await pending.flush()

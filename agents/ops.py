@@ -33,12 +33,27 @@ CAMPAIGN_CREDITS_SQL = """
 """
 
 
-def refresh_business_metrics(topology: Topology, now: datetime) -> None:
-    """Set the credited-revenue, restatement and live-campaign gauges from ClickHouse."""
+async def refresh_business_metrics(topology: Topology, now: datetime) -> None:
+    """Set the credited-revenue, restatement and live-campaign gauges from ClickHouse.
+
+    The queries run on the ClickHouse writer's thread, off the event loop; the gauges are all
+    set afterwards in one step, so a scrape never sees them half cleared."""
     metrics = topology.metrics
     writer = topology.clickhouse.writer()
+    live = {
+        campaign.campaign_id: campaign
+        for campaign in topology.catalog.files.campaigns
+        if campaign.starts_at <= now <= campaign.ends_at
+    }
+    _, credited = await writer.read(CREDITED_SQL)
+    _, restated = await writer.read(RESTATED_SQL)
+    click_rows: list[list[Any]] = []
+    credit_rows: list[list[Any]] = []
+    if live:
+        campaigns = {"campaigns": sorted(live)}
+        _, click_rows = await writer.read(CAMPAIGN_CLICKS_SQL, parameters=campaigns)
+        _, credit_rows = await writer.read(CAMPAIGN_CREDITS_SQL, parameters=campaigns)
 
-    _, credited = writer.query(CREDITED_SQL)
     metrics.credited_revenue.clear()
     metrics.credited_conversions.clear()
     conversions_by_label: dict[tuple[str, str, str], Decimal] = {}
@@ -49,14 +64,8 @@ def refresh_business_metrics(topology: Topology, now: datetime) -> None:
     for (model, tier, platform), conversions in conversions_by_label.items():
         metrics.credited_conversions.labels(model, tier, platform).set(float(conversions))
 
-    _, restated = writer.query(RESTATED_SQL)
     metrics.restated_orders.set(restated[0][0])
 
-    live = {
-        campaign.campaign_id: campaign
-        for campaign in topology.catalog.files.campaigns
-        if campaign.starts_at <= now <= campaign.ends_at
-    }
     for gauge in (
         metrics.campaign_clicks,
         metrics.campaign_conversion_ratio,
@@ -66,15 +75,14 @@ def refresh_business_metrics(topology: Topology, now: datetime) -> None:
         gauge.clear()
     if not live:
         return
-    campaigns = {"campaigns": sorted(live)}
-    _, click_rows = writer.query(CAMPAIGN_CLICKS_SQL, parameters=campaigns)
     clicks = {campaign_id: int(count) for campaign_id, count in click_rows}
-    _, credit_rows = writer.query(CAMPAIGN_CREDITS_SQL, parameters=campaigns)
     conversions_by_model: dict[tuple[str, str], Decimal] = {}
     for campaign_id, model, currency, conversions, revenue in credit_rows:
         category = live[campaign_id].category
-        key = (campaign_id, model)
-        conversions_by_model[key] = conversions_by_model.get(key, Decimal(0)) + Decimal(conversions)
+        by_model = (campaign_id, model)
+        conversions_by_model[by_model] = conversions_by_model.get(by_model, Decimal(0)) + Decimal(
+            conversions
+        )
         aov = average_order_value(Decimal(revenue), Decimal(conversions))
         if aov is not None:
             metrics.campaign_aov.labels(campaign_id, category, model, currency).set(float(aov))
@@ -92,7 +100,7 @@ def refresh_business_metrics(topology: Topology, now: datetime) -> None:
         )
 
 
-def readiness(topology: Topology) -> dict[str, bool]:
+async def readiness(topology: Topology) -> dict[str, bool]:
     """Ready = partitions assigned, tables recovered, ClickHouse answering (if it writes there)."""
     app: Any = topology.app
     checks = {"partitions_assigned": False, "tables_recovered": False}
@@ -105,7 +113,7 @@ def readiness(topology: Topology) -> dict[str, bool]:
         return checks
     checks["clickhouse"] = False
     try:
-        topology.clickhouse.writer().query("SELECT 1")
+        await topology.clickhouse.writer().read("SELECT 1")
         checks["clickhouse"] = True
     except Exception:
         log.warning("ClickHouse does not answer", exc_info=True)
@@ -118,7 +126,6 @@ def register(topology: Topology) -> None:
     metrics = topology.metrics
     input_prefix = settings.topic_prefix + "."
 
-    @app.timer(interval=settings.lag_interval_seconds, name="consumer-lag")
     async def consumer_lag() -> None:
         partitions = [tp for tp in app.consumer.assignment() if tp.topic.startswith(input_prefix)]
         if not partitions:
@@ -136,19 +143,24 @@ def register(topology: Topology) -> None:
                 topic = tp.topic[len(input_prefix) :]
                 metrics.consumer_lag.labels(topic, str(tp.partition)).set(lag)
 
+    app.timer(interval=settings.lag_interval_seconds, name="consumer-lag")(consumer_lag)
+
     if topology.owns_clickhouse:
 
-        @app.timer(interval=settings.business_metrics_seconds, name="business-metrics")
         async def business_metrics() -> None:
             try:
-                refresh_business_metrics(topology, datetime.now(UTC))
+                await refresh_business_metrics(topology, datetime.now(UTC))
             except Exception:  # the next tick tries again; the gauges keep their last values
                 log.exception("business metrics not refreshed from ClickHouse")
+
+        app.timer(interval=settings.business_metrics_seconds, name="business-metrics")(
+            business_metrics
+        )
 
     @app.page("/ready")
     class Ready(View):
         async def get(self, request: Request) -> Response:
-            checks = readiness(topology)
+            checks = await readiness(topology)
             return self.json(
                 {"ready": all(checks.values()), **checks},
                 status=200 if all(checks.values()) else 503,

@@ -32,25 +32,29 @@ def register(topology: Topology) -> None:
             nonlocal failing
             if not rows:
                 return True
+            # Taken before the insert awaits: rows read meanwhile go with the next save.
+            batch, origins = list(rows), list(credit_origins)
+            rows.clear()
+            credit_origins.clear()
             if failing:
                 metrics.sink_retries.inc()
             try:
                 with metrics.sink_batch_seconds.time():
-                    writer.insert_now(rows)
+                    await writer.insert(batch)  # on the writer's thread, off the event loop
             except Exception:
+                rows[:0] = batch
+                credit_origins[:0] = origins
                 failing = True
                 metrics.sink_failures.inc()
-                log.exception("ClickHouse insert of %d rows failed; will retry", len(rows))
+                log.exception("ClickHouse insert of %d rows failed; will retry", len(batch))
                 return False
             failing = False
             stored_at = time.time()
-            for origin in credit_origins:
+            for origin in origins:
                 metrics.credit_stored_latency.observe(stored_at - origin)
-            metrics.sink_batch_rows.observe(len(rows))
-            for table, count in Counter(row["table"] for row in rows).items():
+            metrics.sink_batch_rows.observe(len(batch))
+            for table, count in Counter(row["table"] for row in batch).items():
                 metrics.sink_rows.labels(table).inc(count)
-            rows.clear()
-            credit_origins.clear()
             return True
 
         async with pending_events(

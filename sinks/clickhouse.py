@@ -4,16 +4,24 @@ The default DSN `chdb:///abs/dir` runs the real ClickHouse engine in-process (on
 process per data dir); `http(s)://user:password@host:8123/db` talks to a server.
 Every table is a ReplacingMergeTree keyed so that re-delivered rows collapse and
 the newest version of a credit wins: query with FINAL for exact sums.
+
+Every call to ClickHouse blocks (an HTTP round trip, or the embedded engine's work), so agents
+make them through the writer's async methods, which run them on the writer's own thread: an
+insert inside an agent would otherwise stall every agent and timer of the worker. Calls are
+serialized, one at a time, whichever thread makes them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import clickhouse_connect
@@ -277,25 +285,47 @@ def to_columns(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[Any
     return names, data
 
 
+Result = TypeVar("Result")
+
+
 class ClickHouseWriter:
-    """Writes batches of wire rows, one column-oriented insert per table."""
+    """Writes batches of wire rows, one column-oriented insert per table.
+
+    The plain methods block; `insert`, `read` and `call` run them off the event loop."""
 
     def __init__(self, client: Client) -> None:
         self._client = client
+        # One call at a time: the embedded engine's session is shared by every thread.
+        self._lock = threading.RLock()
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
+
+    async def call(self, function: Callable[..., Result], *args: Any, **kwargs: Any) -> Result:
+        """`function(*args, **kwargs)` on the writer's thread, awaited on the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, lambda: function(*args, **kwargs))
+
+    async def insert(self, rows: Sequence[dict[str, Any]]) -> int:
+        return await self.call(self.insert_now, rows)
+
+    async def read(
+        self, sql: str, *, parameters: dict[str, Any] | None = None
+    ) -> tuple[list[str], list[list[Any]]]:
+        return await self.call(self.query, sql, parameters=parameters)
 
     def insert_now(self, rows: Iterable[dict[str, Any]]) -> int:
         """Insert wire rows, one insert per table. An erasure applies after the rows before it
         are stored and before those after it; all of it can be repeated without harm."""
         by_table: dict[str, list[dict[str, Any]]] = defaultdict(list)
         stored = 0
-        for row in rows:
-            if row["table"] == "erasures":
-                stored += self._insert_tables(by_table)
-                by_table.clear()
-                self.erase_customer(row["customer_id"], row["pseudonym"], row["visitor_ids"])
-            else:
-                by_table[row["table"]].append(row)
-        return stored + self._insert_tables(by_table)
+        with self._lock:
+            for row in rows:
+                if row["table"] == "erasures":
+                    stored += self._insert_tables(by_table)
+                    by_table.clear()
+                    self.erase_customer(row["customer_id"], row["pseudonym"], row["visitor_ids"])
+                else:
+                    by_table[row["table"]].append(row)
+            return stored + self._insert_tables(by_table)
 
     def _insert_tables(self, by_table: dict[str, list[dict[str, Any]]]) -> int:
         for table, table_rows in by_table.items():
@@ -324,15 +354,19 @@ class ClickHouseWriter:
             WHERE customer_id = {customer:String} OR has({visitors:Array(String)}, visitor_id)
             """,
         ]
-        for statement in statements:
-            self._client.command(statement, parameters=parameters, settings={"mutations_sync": 2})
-        self._client.insert(
-            "erasures", [[pseudonym, len(visitor_ids)]], column_names=["pseudonym", "visitors"]
-        )
+        with self._lock:
+            for statement in statements:
+                self._client.command(
+                    statement, parameters=parameters, settings={"mutations_sync": 2}
+                )
+            self._client.insert(
+                "erasures", [[pseudonym, len(visitor_ids)]], column_names=["pseudonym", "visitors"]
+            )
 
     def query(
         self, sql: str, *, readonly: bool = True, parameters: dict[str, Any] | None = None
     ) -> tuple[list[str], list[list[Any]]]:
         settings = {"readonly": 1} if readonly else None
-        result = self._client.query(sql, parameters=parameters, settings=settings)
+        with self._lock:
+            result = self._client.query(sql, parameters=parameters, settings=settings)
         return list(result.column_names), [list(row) for row in result.result_rows]

@@ -123,6 +123,25 @@ class Metrics:
             "Attempts to store a batch again after ClickHouse refused it.",
             registry=registry,
         )
+        self.send_failures = Counter(
+            "attribution_send_failures",
+            "Record batches Kafka did not acknowledge, by topic (without prefix or app id): the "
+            "flush that sent them failed, acknowledged nothing and is retried.",
+            ["topic"],
+            registry=registry,
+        )
+        self.fenced_flushes = Counter(
+            "attribution_fenced_flushes",
+            "Stage flushes that wrote nothing because the group coordinator had not confirmed "
+            "recently that this worker still owns the assignment (a worker that was frozen).",
+            ["stage"],
+            registry=registry,
+        )
+        self.consumer_generation = Gauge(
+            "attribution_consumer_generation",
+            "Consumer group generation of this worker's current partition assignment.",
+            registry=registry,
+        )
         self.identity_merges = Counter(
             "attribution_identity_merges",
             "Visitors linked to a customer for the first time (their journeys merged).",

@@ -96,7 +96,7 @@ class SeekThenResumeTableManager(TableManager):
         return self._recovery
 
 
-class SnapshotFetchConsumer(aiokafka_driver.Consumer):  # type: ignore[misc]
+class SnapshotFetchConsumer(aiokafka_driver.Consumer):
     """Faust's consumer, asking aiokafka for records of a fixed set of partitions.
 
     Faust hands aiokafka its live set of active partitions, which aiokafka reads in the
@@ -111,5 +111,5 @@ class SnapshotFetchConsumer(aiokafka_driver.Consumer):  # type: ignore[misc]
         return await super()._getmany(snapshot, timeout)
 
 
-class SnapshotFetchTransport(aiokafka_driver.Transport):  # type: ignore[misc]
+class SnapshotFetchTransport(aiokafka_driver.Transport):
     Consumer = SnapshotFetchConsumer

@@ -11,13 +11,19 @@ consumer, from the beginning to the end offset it finds, applying tombstones as 
 and answers that offset: Faust's recovery then reads only what was written meanwhile, and
 goes on exactly as before (seek, resume, Ready). A partition that stays assigned through a
 rebalance keeps its data and offset; one that is revoked forgets its offset, so it is loaded
-again in full if it comes back.
+again in full if it comes back, and the keys of a revoked partition leave memory.
+
+Both paths apply a record only if `ChangelogFence` admits it (streams/fencing.py): a record
+written by an older generation than one already seen in its partition came from a worker that
+had lost the partition, and is ignored. The store is also the stages' `StateStore`
+(agents/processor.py): what they save is registered with its partition, like what is restored.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -25,15 +31,62 @@ from faust import Table
 from faust.stores.memory import Store as MemoryStore
 from faust.types import TP
 
+from streams.fencing import ChangelogFence, is_marker, record_generation
+
 RECORDS_PER_FETCH = 10_000
 
 log = logging.getLogger(__name__)
 
 
-class BulkRestoreStore(MemoryStore):  # type: ignore[misc]
+class BulkRestoreStore(MemoryStore):  # type: ignore[type-arg]
     def __post_init__(self) -> None:
         super().__post_init__()
         self._loaded_through: dict[TP, int] = {}
+        self._fence = ChangelogFence()
+
+    # The stages' StateStore.
+    def state_of(self, key: bytes) -> bytes | None:
+        value: bytes | None = self.data.get(key)
+        return value
+
+    def save_state(self, key: bytes, value: bytes, partition: int) -> None:
+        self.data[key] = value
+        self._key_partition[key] = partition
+
+    def drop_state(self, key: bytes) -> None:
+        self.data.pop(key, None)
+        self._key_partition.pop(key, None)
+
+    def keys_of(self, partitions: Collection[int]) -> list[tuple[bytes, int]]:
+        return [(key, p) for key, p in self._key_partition.items() if p in partitions]
+
+    def state_count(self) -> int:
+        return len(self.data)
+
+    def _admits(self, partition: int, key: bytes | None, headers: Any) -> bool:
+        admitted = self._fence.admits(partition, record_generation(headers))
+        return admitted and not is_marker(key)
+
+    def apply_changelog_batch(
+        self,
+        batch: Iterable[Any],
+        to_key: Callable[[Any], Any],
+        to_value: Callable[[Any], Any],
+    ) -> None:
+        """Faust's recovery of the tail after the bulk load, through the same fence."""
+        ignored = self._fence.ignored
+        admitted = [
+            event
+            for event in batch
+            if self._admits(event.message.partition, event.message.key, event.message.headers)
+        ]
+        super().apply_changelog_batch(admitted, to_key, to_value)
+        if self._fence.ignored > ignored:
+            log.warning(
+                "%s: ignored %d changelog records of a fenced generation",
+                self.table.name,
+                self._fence.ignored - ignored,
+            )
 
     def persisted_offset(self, tp: TP) -> int | None:
         return self._loaded_through.get(tp)
@@ -45,19 +98,32 @@ class BulkRestoreStore(MemoryStore):  # type: ignore[misc]
         newly_assigned: set[TP],
         generation_id: int = 0,
     ) -> None:
+        changelog = self.table.changelog_topic.get_topic_name()
+        gone = {tp.partition for tp in revoked if tp.topic == changelog}
         for tp in revoked:
             self._loaded_through.pop(tp, None)
-        changelog = self.table.changelog_topic.get_topic_name()
+        for partition in gone:
+            self._fence.forget(partition)
+        if gone:
+            keys = [key for key, _ in self.keys_of(gone)]
+            for key in keys:
+                self.drop_state(key)
+            log.info(
+                "Forgot %d keys of %s (revoked partitions %s)", len(keys), self.table.name, gone
+            )
         partitions = {tp for tp in newly_assigned if tp.topic == changelog}
         if partitions:
             began = time.perf_counter()
+            ignored = self._fence.ignored
             records = await self._load(partitions)
             log.info(
-                "Loaded %d changelog records of %s (%d partitions) in %.2f s",
+                "Loaded %d changelog records of %s (%d partitions) in %.2f s; "
+                "%d records of a fenced generation ignored",
                 records,
                 self.table.name,
                 len(partitions),
                 time.perf_counter() - began,
+                self._fence.ignored - ignored,
             )
 
     async def _load(self, partitions: set[TP]) -> int:
@@ -99,6 +165,8 @@ class BulkRestoreStore(MemoryStore):  # type: ignore[misc]
 
     def _apply(self, partition: int, records: list[Any]) -> None:
         for record in records:
+            if not self._admits(partition, record.key, record.headers):
+                continue
             if record.value is None:  # a tombstone: the key was deleted
                 self.data.pop(record.key, None)
                 self._key_partition.pop(record.key, None)
@@ -107,7 +175,7 @@ class BulkRestoreStore(MemoryStore):  # type: ignore[misc]
                 self._key_partition[record.key] = partition
 
 
-class BulkRestoreTable(Table):  # type: ignore[misc]
+class BulkRestoreTable(Table):  # type: ignore[type-arg]
     """Faust's table on a `BulkRestoreStore`; set as the app's `Table` class."""
 
     def _new_store_by_url(self, url: Any) -> BulkRestoreStore:

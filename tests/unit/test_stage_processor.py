@@ -1,0 +1,287 @@
+"""A stage's processor for one assignment, without Faust or Kafka: what a flush writes, what it
+acknowledges, and what it never does (write when fenced, acknowledge after a failed send, write
+or acknowledge for a partition it no longer owns)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from agents.emit import Batch, Outbox, Routes, SendFailed, key_partition
+from agents.processor import MemoryStates, StageProcessor
+from agents.stages import VISITORS
+from attribution.messages import command_to_wire
+from attribution.routing import route_event
+from streams.fencing import ChangelogFence, is_marker, record_generation
+from streams.metrics import Metrics
+from streams.settings import Settings
+from tests.unit.helpers import CATALOG, T0, at, click, event
+
+PARTITIONS = 4
+CHANGELOG = "visitors-changelog"
+ROUTES = Routes(
+    partitions=PARTITIONS,
+    rows="rows",
+    visitor_commands="visitor-commands",
+    order_commands="order-commands",
+    journey_commands="journey-commands",
+    dead_letters="dead-letters",
+)
+
+
+class FakeKafka:
+    """A `Writer` that keeps what it was given, fails while told to, or waits for a gate."""
+
+    def __init__(self) -> None:
+        self.written: list[Batch] = []
+        self.failing = False
+        self.gate: asyncio.Event | None = None
+
+    async def write(self, batches: Any) -> None:
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.failing:
+            raise SendFailed("injected: the broker refused the batch")
+        self.written.extend(batches)
+
+    def changelog(self) -> list[tuple[bytes | None, bytes | None, int | None]]:
+        return [
+            (key, value, record_generation(batch.headers))
+            for batch in self.written
+            if batch.topic == CHANGELOG
+            for key, value in batch.records
+        ]
+
+    def changelog_keys(self) -> list[bytes]:
+        return [key for key, _, _ in self.changelog() if key is not None and not is_marker(key)]
+
+    def journey_commands(self) -> int:
+        return sum(len(b.records) for b in self.written if b.topic == "journey-commands")
+
+
+class Lease:
+    def __init__(self) -> None:
+        self.holding = True
+
+    def holds(self, generation: int) -> bool:
+        return self.holding
+
+
+class Harness:
+    def __init__(self, generation: int = 7, partitions: tuple[int, ...] = (0, 1, 2, 3)) -> None:
+        self.kafka = FakeKafka()
+        self.lease = Lease()
+        self.store = MemoryStates()
+        self.acked: list[str] = []
+        self.metrics = Metrics(CollectorRegistry())
+        self.processor = self.build(generation, partitions)
+
+    def build(self, generation: int, partitions: tuple[int, ...]) -> StageProcessor[Any]:
+        async def ack(event: str) -> None:
+            self.acked.append(event)
+
+        return StageProcessor(
+            VISITORS,
+            rules=Settings().rules,
+            generation=generation,
+            partitions=partitions,
+            store=self.store,
+            changelog_topic=CHANGELOG,
+            outbox=Outbox(ROUTES),
+            writer=self.kafka,
+            fence=self.lease,
+            ack=ack,
+            metrics=self.metrics,
+            max_units=100,
+        )
+
+    def metric(self, name: str, **labels: str) -> float:
+        return self.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def visitor_items(*events: Any) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(partition, {"key", "command"}) of the visitor commands the events route to."""
+    for routed_event in events:
+        for command in route_event(routed_event, CATALOG).to_visitors:
+            key = command.visitor_id
+            yield (
+                key_partition(key.encode(), PARTITIONS),
+                {"key": key, "command": command_to_wire(command)},
+            )
+
+
+def submit(processor: StageProcessor[Any], name: str, *events: Any) -> int:
+    """Submit each command as its own event named `name-<n>`; the partition of the last one."""
+    partition = -1
+    for n, (partition, item) in enumerate(visitor_items(*events)):
+        assert processor.submit(f"{name}-{n}", partition, [item])
+    return partition
+
+
+def clicks_then_identify(visitor: str, customer: str) -> list[Any]:
+    return [
+        click(f"{visitor}-c1", at(0), visitor, "anna"),
+        click(f"{visitor}-c2", at(1), visitor, "bob"),
+        event("identify", f"{visitor}-i", at(2), visitor_id=visitor, customer_id=customer),
+    ]
+
+
+def test_a_flush_writes_states_and_outputs_then_acknowledges() -> None:
+    harness = Harness()
+    processor = harness.processor
+    submit(processor, "e", *clicks_then_identify("v1", "c1"))
+    assert harness.store.data == {}  # nothing in the table before Kafka has it
+
+    assert asyncio.run(processor.flush())
+
+    assert harness.acked == ["e-0", "e-1", "e-2"]
+    assert harness.kafka.changelog_keys() == [b"v1"]
+    # the partition's first write of the generation starts with its marker, all stamped
+    first_key, _, _ = harness.kafka.changelog()[0]
+    assert is_marker(first_key)
+    assert {generation for _, _, generation in harness.kafka.changelog()} == {7}
+    assert harness.kafka.journey_commands() == 1  # the clicks travel to the customer's journey
+    assert set(harness.store.data) == {b"v1"}
+
+
+def test_a_failed_send_acknowledges_nothing_and_the_retry_sends_it_all() -> None:
+    harness = Harness()
+    processor = harness.processor
+    submit(processor, "e", *clicks_then_identify("v1", "c1"))
+    harness.kafka.failing = True
+
+    assert not asyncio.run(processor.flush())
+    assert harness.acked == []
+    assert harness.store.data == {}
+
+    harness.kafka.failing = False
+    assert asyncio.run(processor.flush())
+    assert harness.acked == ["e-0", "e-1", "e-2"]
+    assert harness.kafka.changelog_keys() == [b"v1"]
+    assert harness.kafka.journey_commands() == 1
+
+
+def test_a_fenced_processor_writes_nothing_until_the_group_confirms_it() -> None:
+    harness = Harness()
+    processor = harness.processor
+    submit(processor, "e", *clicks_then_identify("v1", "c1"))
+    harness.lease.holding = False
+
+    assert not asyncio.run(processor.flush())
+    assert harness.kafka.written == []
+    assert harness.acked == []
+    assert harness.metric("attribution_fenced_flushes_total", stage="visitors") == 1
+
+    harness.lease.holding = True
+    assert asyncio.run(processor.flush())
+    assert harness.acked == ["e-0", "e-1", "e-2"]
+
+
+def test_a_revoked_processor_discards_what_it_did_not_save_and_writes_nothing_more() -> None:
+    harness = Harness()
+    processor = harness.processor
+    partition = submit(processor, "e", *clicks_then_identify("v1", "c1"))
+
+    async def revoke_then_flush() -> bool:
+        await processor.close(wait_seconds=1)
+        return await processor.flush()
+
+    assert not asyncio.run(revoke_then_flush())
+    assert harness.kafka.written == []
+    assert harness.acked == []
+    assert not processor.owns(partition)
+    _, late = next(visitor_items(click("x", at(3), "v1", "anna")))
+    assert not processor.submit("late", partition, [late])
+
+
+def test_a_processor_takes_no_event_of_a_partition_outside_its_assignment() -> None:
+    partition, item = next(visitor_items(click("k1", at(0), "v1", "anna")))
+    others = tuple(p for p in range(PARTITIONS) if p != partition)
+    harness = Harness(partitions=others)
+    assert not harness.processor.submit("e", partition, [item])
+    assert asyncio.run(harness.processor.flush())
+    assert harness.kafka.written == [] and harness.acked == []
+
+
+def test_revoked_while_kafka_confirms_a_flush_it_acknowledges_nothing() -> None:
+    harness = Harness()
+    processor = harness.processor
+    submit(processor, "e", *clicks_then_identify("v1", "c1"))
+    harness.kafka.gate = asyncio.Event()
+
+    async def scenario() -> bool:
+        assert harness.kafka.gate is not None
+        flushing = asyncio.create_task(processor.flush())
+        await asyncio.sleep(0)  # the flush is waiting for Kafka
+        closing = asyncio.create_task(processor.close(wait_seconds=5))
+        await asyncio.sleep(0)
+        assert not closing.done()  # close waits for the flush under way
+        harness.kafka.gate.set()
+        await closing
+        return await flushing
+
+    assert not asyncio.run(scenario())
+    assert harness.kafka.changelog_keys() == [b"v1"]  # it was written...
+    assert harness.acked == []  # ...but its events are read again by the next owner
+
+
+def test_states_changed_while_a_flush_awaits_go_with_the_next_flush() -> None:
+    harness = Harness()
+    processor = harness.processor
+    submit(processor, "a", click("k1", at(0), "v1", "anna"))
+    harness.kafka.gate = asyncio.Event()
+
+    async def scenario() -> None:
+        assert harness.kafka.gate is not None
+        flushing = asyncio.create_task(processor.flush())
+        await asyncio.sleep(0)
+        # handled while the first flush waits: reads the state being saved, not the table's
+        submit(processor, "b", event("identify", "i1", at(1), visitor_id="v1", customer_id="c1"))
+        harness.kafka.gate.set()
+        assert await flushing
+        assert harness.acked == ["a-0"]
+        assert await processor.flush()
+
+    asyncio.run(scenario())
+    assert harness.acked == ["a-0", "b-0"]
+    assert harness.kafka.changelog_keys() == [b"v1", b"v1"]
+    assert harness.kafka.journey_commands() == 1  # the link found the click held in memory
+
+
+def test_a_new_generation_writes_its_own_marker_and_restore_ignores_the_old_one_after_it() -> None:
+    """The zombie case: generation 7 lost the partition to generation 9 but still wrote."""
+    old = Harness(generation=7)
+    submit(old.processor, "e", *clicks_then_identify("v1", "c1"))
+    new = Harness(generation=9)
+    submit(new.processor, "e", *clicks_then_identify("v1", "c1"))
+    submit(new.processor, "f", click("v1-c3", at(3), "v1", "anna"))
+    assert asyncio.run(new.processor.flush())
+    assert asyncio.run(old.processor.flush())  # landed after the new owner's writes
+
+    fence = ChangelogFence()
+    log = new.kafka.changelog() + old.kafka.changelog()
+    restored = {
+        key: value
+        for key, value, generation in log
+        if fence.admits(0, generation) and key is not None and not is_marker(key)
+    }
+    assert fence.ignored == 2  # the old generation's marker and state
+    assert restored[b"v1"] == new.store.data[b"v1"]
+
+
+def test_expired_keys_are_deleted_with_a_tombstone_at_the_next_flush() -> None:
+    harness = Harness()
+    processor = harness.processor
+    submit(processor, "e", click("k1", at(0), "v1", "anna"))
+    # a year later another visitor comes: v1's clicks are past every retention
+    submit(processor, "f", click("k2", at(400), "v2", "anna"))
+    assert asyncio.run(processor.flush())
+
+    assert processor.expire(T0 + timedelta(days=500)) == 1
+    assert asyncio.run(processor.flush())
+    assert harness.kafka.changelog()[-1][:2] == (b"v1", None)
+    assert set(harness.store.data) == {b"v2"}
