@@ -81,7 +81,8 @@ class WorkerProcess:
         result = query_worker(self.settings, statement, timeout=30)
         if "error" in result:
             raise RuntimeError(str(result["error"]))
-        return list(result["rows"])  # type: ignore[call-overload]
+        rows: list[list[object]] = list(result["rows"])  # type: ignore[call-overload]
+        return rows
 
     def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         """The worker's Prometheus samples: (name, sorted labels) -> value."""
@@ -124,6 +125,7 @@ class WorkerProcess:
             return 0
         if self._process.poll() is None:
             self._process.send_signal(signal.SIGTERM)
+            self._process.send_signal(signal.SIGCONT)  # a paused worker handles it too
             try:
                 self._process.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -134,6 +136,19 @@ class WorkerProcess:
         code = self._process.returncode
         self._process = None
         return code
+
+    def pause(self) -> None:
+        """SIGSTOP: the process is frozen (no heartbeat, no flush) until `resume`."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT: a paused process carries on where it was frozen."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)
+
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
 
     def kill(self) -> None:
         if self._process is not None:
