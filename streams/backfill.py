@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -47,16 +47,20 @@ class History:
 
 
 def read_history(path: Path, window: timedelta) -> History:
-    """Read a JSON-lines file, sort its valid events by (occurred_at, line) and cut them into
-    windows of `window` of event time.
+    """A JSON-lines file's events in the order the backfill sends them."""
+    with path.open("rb") as handle:
+        return plan_history(enumerate(handle, start=1), window)
 
-    >>> import json, tempfile
-    >>> lines = ['{"type":"identify","event_id":"%s","occurred_at":"%s","visitor_id":"v",'
-    ...          '"customer_id":"c"}' % (n, t) for n, t in
-    ...          [("b", "2026-03-20T00:00:00Z"), ("a", "2026-03-01T00:00:00Z"), ("c", "x")]]
-    >>> with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
-    ...     _ = f.write("\\n".join(lines))
-    >>> history = read_history(Path(f.name), timedelta(days=7))
+
+def plan_history(numbered_lines: Iterable[tuple[int, bytes]], window: timedelta) -> History:
+    """Sort the valid events of (line number, line) pairs by (occurred_at, line number) and
+    cut them into windows of `window` of event time.
+
+    >>> import json
+    >>> lines = [json.dumps({"type": "identify", "event_id": n, "occurred_at": t,
+    ...     "visitor_id": "v", "customer_id": "c"}).encode() for n, t in
+    ...     [("b", "2026-03-20T00:00:00Z"), ("a", "2026-03-01T00:00:00Z"), ("c", "x")]]
+    >>> history = plan_history(enumerate(lines, start=1), timedelta(days=7))
     >>> [[json.loads(line)["event_id"] for line in window] for window in history.windows]
     [['a'], ['b']]
     >>> [(number, error.split(":")[0]) for number, _, error in history.invalid]
@@ -64,15 +68,14 @@ def read_history(path: Path, window: timedelta) -> History:
     """
     timed: list[tuple[datetime, int, bytes]] = []
     history = History()
-    with path.open("rb") as handle:
-        for number, line in enumerate(handle, start=1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                timed.append((decode_event(line).occurred_at, number, line))
-            except InvalidEvent as error:
-                history.invalid.append((number, line, str(error)))
+    for number, raw in numbered_lines:
+        line = raw.strip()
+        if not line:
+            continue
+        try:
+            timed.append((decode_event(line).occurred_at, number, line))
+        except InvalidEvent as error:
+            history.invalid.append((number, line, str(error)))
     timed.sort()
     window_end: datetime | None = None
     for occurred_at, _, line in timed:
@@ -136,10 +139,9 @@ async def send_history(
     sent = 0
     await producer.start()
     try:
-        batches = [*history.windows, [line for _, line, _ in history.invalid]]
+        invalid = [line for _, line, _ in history.invalid]
+        batches = [*history.windows, *([invalid] if invalid else [])]
         for number, batch in enumerate(batches, start=1):
-            if not batch:
-                continue
             futures = [await producer.send(topic, line) for line in batch]
             await asyncio.gather(*futures)
             sent += len(batch)

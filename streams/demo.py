@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import time
 from datetime import UTC, datetime, timedelta
@@ -11,6 +12,7 @@ from pathlib import Path
 from schemas.catalog import read_catalog_dir
 from simulation.storefront import Storefront
 from sinks.catalog_store import publish_catalog
+from streams.backfill import plan_history, send_history
 from streams.producer import produce_events
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess, free_port
@@ -18,6 +20,8 @@ from streams.worker_process import WorkerProcess, free_port
 ROOT = Path(__file__).resolve().parents[1]
 STACK = ROOT / "devstack" / "stack"
 SHOPPERS_PER_SECOND = 40
+HISTORY_CUSTOMERS = 150
+HISTORY_FIRST_SHOPPER = 1_000_000  # apart from the live shoppers, numbered from 0
 
 REPORT_SQL = """
 SELECT
@@ -65,7 +69,11 @@ def run_demo(base: Settings, seconds: float) -> int:
     )
     worker = WorkerProcess(settings, settings.data_dir / "worker.log")
     try:
-        storefront = Storefront(datetime.now(UTC) - timedelta(days=2), seed=int(stamp[-6:]))
+        # Live sessions are dense; the customers whose events are weeks apart come first, as
+        # the history a storefront backfills before it goes live.
+        storefront = Storefront(
+            datetime.now(UTC) - timedelta(days=2), seed=int(stamp[-6:]), sparse_share=0
+        )
         catalog = read_catalog_dir(storefront.write_catalog(settings.data_dir / "catalog"))
         version = publish_catalog(settings.redis_url, settings.topic_prefix, catalog)
         print(
@@ -78,7 +86,8 @@ def run_demo(base: Settings, seconds: float) -> int:
             f"worker ready: metrics {base_url}/metrics, readiness {base_url}/ready, "
             f"SQL {base_url}/sql, log {worker.log_path} (alerts and dashboards: docs/operations.md)"
         )
-        orders = _run_storefront(settings, storefront, seconds)
+        orders = _backfill_history(settings, storefront)
+        orders += _run_storefront(settings, storefront, seconds)
         _wait_for_orders(worker, orders)
         print("\nCredited revenue per influencer, read back from ClickHouse (credits FINAL):\n")
         columns = [
@@ -104,8 +113,14 @@ def run_demo(base: Settings, seconds: float) -> int:
         ]
         _print_table(columns, rows)
         totals = worker.sql("SELECT count(), sum(net_revenue) FROM orders FINAL")[0]
+        late = sum(
+            value
+            for (name, _), value in worker.metrics().items()
+            if name == "attribution_late_events_total"
+        )
         print(
-            f"\n{totals[0]} orders, net revenue {totals[1]} USD; try:\n"
+            f"\n{totals[0]} orders, net revenue {totals[1]} USD; "
+            f"{late:.0f} events later than the allowed lateness; try:\n"
             f"  ATTRIBUTION_DATA_DIR={settings.data_dir} .venv/bin/attribution sql "
             '"SELECT campaign_id, model, credited_revenue, roas FROM campaign_kpis '
             'ORDER BY campaign_id, model"\n'
@@ -116,6 +131,23 @@ def run_demo(base: Settings, seconds: float) -> int:
         if started_services:
             subprocess.run([str(STACK), "stop"], check=True)
     return 0
+
+
+def _backfill_history(settings: Settings, storefront: Storefront) -> int:
+    """Send the histories of customers whose visits are days to weeks apart (several orders,
+    refunds weeks later) the way `attribution backfill` does; return how many orders."""
+    events = [
+        event
+        for customer in range(HISTORY_CUSTOMERS)
+        for event in storefront.sparse_customer_events(
+            HISTORY_FIRST_SHOPPER + customer, storefront.start
+        )
+    ]
+    lines = [(number, json.dumps(event).encode()) for number, event in enumerate(events)]
+    history = plan_history(lines, settings.rules.allowed_lateness / 2)
+    print(f"history: {len(events)} events of {HISTORY_CUSTOMERS} customers over months, backfilled")
+    asyncio.run(send_history(settings, history, lambda line: print(f"  {line}")))
+    return len({event["order_id"] for event in events if event["type"] == "order"})
 
 
 def _run_storefront(settings: Settings, storefront: Storefront, seconds: float) -> int:
