@@ -160,6 +160,15 @@ async def send_history(
     return sent
 
 
+def load_history(
+    settings: Settings, lines: Sequence[bytes], report: Callable[[str], None] = lambda _: None
+) -> int:
+    """Backfill events held in memory (the demo's, the Kafka tests' and the benchmark's
+    histories); return how many were sent."""
+    history = plan_history(enumerate(lines, start=1), settings.rules.allowed_lateness / 2)
+    return asyncio.run(send_history(settings, history, report))
+
+
 def run_backfill(settings: Settings, path: Path) -> int:
     """The `attribution backfill` command."""
     history = read_history(path, settings.rules.allowed_lateness / 2)

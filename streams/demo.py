@@ -12,7 +12,7 @@ from pathlib import Path
 from schemas.catalog import read_catalog_dir
 from simulation.storefront import Storefront
 from sinks.catalog_store import publish_catalog
-from streams.backfill import plan_history, send_history
+from streams.backfill import load_history
 from streams.producer import produce_events
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess, free_port
@@ -143,10 +143,10 @@ def _backfill_history(settings: Settings, storefront: Storefront) -> int:
             HISTORY_FIRST_SHOPPER + customer, storefront.start
         )
     ]
-    lines = [(number, json.dumps(event).encode()) for number, event in enumerate(events)]
-    history = plan_history(lines, settings.rules.allowed_lateness / 2)
     print(f"history: {len(events)} events of {HISTORY_CUSTOMERS} customers over months, backfilled")
-    asyncio.run(send_history(settings, history, lambda line: print(f"  {line}")))
+    load_history(
+        settings, [json.dumps(event).encode() for event in events], lambda line: print(f"  {line}")
+    )
     return len({event["order_id"] for event in events if event["type"] == "order"})
 
 
