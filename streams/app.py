@@ -27,6 +27,7 @@ from streams.metrics import Metrics
 from streams.recovery import SeekThenResumeTableManager, SnapshotFetchTransport
 from streams.restore import BulkRestoreTable
 from streams.settings import Settings
+from streams.topics import faust_app_id
 
 
 @dataclass
@@ -70,7 +71,7 @@ class Topology:
         return self.settings.role in ("all", "sink")
 
 
-class AttributionApp(faust.App):  # type: ignore[misc]
+class AttributionApp(faust.App):
     """Faust's app with the consumer that fetches a fixed set of partitions."""
 
     def _new_transport(self) -> Any:
@@ -78,17 +79,16 @@ class AttributionApp(faust.App):  # type: ignore[misc]
 
 
 def create_topology(settings: Settings) -> Topology:
-    # A sink has no tables: its own consumer group reads the rows topic, whatever the number of
-    # stage workers.
-    app_id = f"{settings.app_id}-sink" if settings.role == "sink" else settings.app_id
     app = AttributionApp(
-        app_id,
+        faust_app_id(settings),
         broker=settings.kafka_url,
         store="memory://",
         datadir=str(settings.data_dir / "faust"),
         autodiscover=False,
         topic_partitions=settings.partitions,
-        topic_replication_factor=1,
+        # streams/topics.py creates every topic first (with factor 1 on a single broker); this is
+        # what Faust would give a topic of its own.
+        topic_replication_factor=settings.replication_factor,
         key_serializer="raw",
         value_serializer="raw",
         web_enabled=True,
@@ -102,6 +102,8 @@ def create_topology(settings: Settings) -> Topology:
         broker_commit_interval=1.0,
         table_standby_replicas=0,
         stream_wait_empty=False,
+        # acks=all, not a setting: with fewer acks a leader that dies before its followers
+        # copied a record loses it after it was acknowledged and its event committed.
         producer_acks=-1,
         producer_linger_ms=5,
         TableManager=SeekThenResumeTableManager,

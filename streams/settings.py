@@ -7,7 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from attribution.rules import Rules
 
@@ -30,6 +30,12 @@ class Settings(BaseModel):
     topic_prefix: str = "attribution"
     app_id: str = "attribution"
     partitions: int = 4
+    # Copies of every partition of the worker's topics, and how many must hold a record before
+    # Kafka acknowledges it (the producers send with acks=all). Safe on a cluster: one broker
+    # can be lost without losing or refusing a write. On a single broker the worker creates its
+    # topics with 1 and 1 and logs a warning (streams/topics.py).
+    replication_factor: int = Field(default=3, ge=1)
+    min_insync_replicas: int = Field(default=2, ge=1)
     # "all" runs everything in one process. To scale out, run several "stages" workers (one
     # consumer group, same app_id) and one "sink" per embedded ClickHouse data dir (consumer
     # group "<app_id>-sink"), or several sinks against a ClickHouse server.
@@ -60,6 +66,16 @@ class Settings(BaseModel):
     collector_ack_timeout_seconds: float = 10.0
     # Key of the hashes kept instead of IP addresses and user agents; empty keeps neither.
     pii_salt: SecretStr = SecretStr("")
+
+    @model_validator(mode="after")
+    def _insync_replicas_exist(self) -> Settings:
+        # More in-sync replicas required than copies exist: Kafka would refuse every write.
+        if self.min_insync_replicas > self.replication_factor:
+            raise ValueError(
+                f"min_insync_replicas ({self.min_insync_replicas}) exceeds replication_factor "
+                f"({self.replication_factor}): every write would be refused"
+            )
+        return self
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
