@@ -7,7 +7,8 @@ acknowledged, so Kafka commits an offset only after everything it led to is save
 A flush happens once the events count for `max_units` (one each, or the rows they carry) and every
 `within_seconds`.
 
-On a revocation the events held are forgotten, not acknowledged: Faust has already dropped its
+On a revocation the events held are flushed while Faust still waits for the revocation to be
+handled, and what could not be saved is forgotten, not acknowledged: Faust then drops its
 bookkeeping of the revoked partitions, whose next owner reads them again from the last commit,
 and an acknowledgement that arrives after that could let a later commit skip past them. What
 they led to (an ingest outbox) is dropped with them, and where the stages hold a `GroupLease`
@@ -21,6 +22,7 @@ batches in our restart test, acknowledging events that no agent ever saw.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -120,6 +122,10 @@ async def pending_events(
     )
 
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        # Faust awaits this before it lets the partitions go, so acknowledgements made here
+        # still count: what is fully processed is saved (a shutdown loses nothing it held),
+        # and only what could not be saved is forgotten.
+        await pending.flush()
         pending.forget()
 
     if app is not None:
@@ -141,5 +147,10 @@ async def pending_events(
         if app is not None:
             app.on_partitions_revoked.disconnect(on_revoked)
         # Whatever was fully processed is saved now rather than processed again after a
-        # restart; if saving fails, those events simply come again.
-        await pending.flush()
+        # restart; if saving fails, those events simply come again. A shutdown cancels the
+        # agent again while it waits on that save's thread: the save still runs to its end,
+        # so that what it stored is acknowledged before the consumer's last commit.
+        final = asyncio.ensure_future(pending.flush())
+        while not final.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(final)
