@@ -1,8 +1,10 @@
 """Faults under traffic: the final state in ClickHouse still equals the replay, cent for cent.
 
-Every test runs the same storefront scenario (about 49k events: identifies with cross-device
-visitors, code redemptions, refunds, late and duplicate deliveries) through a real worker
-while one fault happens, then compares ClickHouse with `attribution replay` of the same events.
+Every test runs the same storefront scenario through a real worker while one fault happens,
+then compares ClickHouse with `attribution replay` of the same events: the months of history of
+customers whose visits are weeks apart (backfilled first, by event time, as a storefront does
+before it goes live), then about 48k live events (identifies with cross-device visitors, code
+redemptions, refunds, late and duplicate deliveries) during which the fault happens.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import pytest
 from schemas.catalog import read_catalog_dir
 from simulation.storefront import Storefront
 from sinks.catalog_store import publish_catalog
+from streams.backfill import load_history
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess, free_port
 from tests.integration.helpers import (
@@ -40,8 +43,14 @@ STACK = Path(__file__).parents[2] / "devstack" / "stack"
 @dataclass(frozen=True)
 class Scenario:
     catalog_dir: Path
+    history: list[bytes]
     lines: list[bytes]
     expected: set[Credit]
+
+    def load_history(self, worker: WorkerProcess) -> None:
+        """The catalog published and the history backfilled; the live lines are still to come."""
+        worker.wait_for_catalog(self.publish_catalog(worker.settings))
+        load_history(worker.settings, self.history)
 
     def publish_catalog(self, settings: Settings) -> int:
         return publish_catalog(
@@ -53,27 +62,30 @@ class Scenario:
         return self.lines[len(self.lines) // 2 :]
 
     def feed_first_half(self, worker: WorkerProcess) -> None:
-        """Catalog published, the first half fed and a third of it consumed: a fault can start."""
-        worker.wait_for_catalog(self.publish_catalog(worker.settings))
+        """History loaded, the first half fed and a third of it consumed: a fault can start."""
+        self.load_history(worker)
         first_half = self.lines[: len(self.lines) // 2]
         feed(worker.settings, first_half)
-        wait_until_consumed(worker, len(first_half) // 3)
+        wait_until_consumed(worker, len(self.history) + len(first_half) // 3)
 
     def report(self) -> str:
         cents = int(sum(c[6] for c in self.expected if c[1] == "last_click") * 100)
         return (
-            f"{len(self.lines)} events, {len(self.expected)} credit rows, "
+            f"{len(self.history)} + {len(self.lines)} events, {len(self.expected)} credit rows, "
             f"{cents} cents per model equal to the replay"
         )
 
 
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory: pytest.TempPathFactory, services: None) -> Scenario:
-    storefront = Storefront(datetime(2026, 5, 1, tzinfo=UTC), seed=23)
+    storefront = Storefront(datetime(2026, 5, 1, tzinfo=UTC), seed=23, sparse_share=0.02)
     catalog_dir = storefront.write_catalog(tmp_path_factory.mktemp("scenario") / "catalog")
-    lines = [json.dumps(event).encode() for event in storefront.events(SHOPPERS)]
-    assert len(lines) >= 48_000
-    return Scenario(catalog_dir, lines, replay_credits(lines, catalog_dir, Settings()))
+    history, live = storefront.split_history(storefront.events(SHOPPERS))
+    lines = [json.dumps(event).encode() for event in live]
+    earlier = [json.dumps(event).encode() for event in history]
+    assert len(lines) >= 48_000 and len(earlier) >= 5_000
+    expected = replay_credits([*earlier, *lines], catalog_dir, Settings())
+    return Scenario(catalog_dir, earlier, lines, expected)
 
 
 def wait_until_consumed(worker: WorkerProcess, count: float, timeout: float = 120) -> None:
@@ -94,13 +106,14 @@ def test_sigkill_at_three_random_points_loses_and_doubles_nothing(
     worker = WorkerProcess(isolated_settings, tmp_path / "worker.log")
     worker.start()
     try:
-        worker.wait_for_catalog(scenario.publish_catalog(isolated_settings))
+        scenario.load_history(worker)
         quarter = len(lines) // 4
         for kill in range(3):
             feed(isolated_settings, lines[kill * quarter : (kill + 1) * quarter])
             # Killed in the middle of the work: once this process has read a random share of
             # a quarter (it restarted from the last commit, so more than that is waiting).
-            wait_until_consumed(worker, int(chance.uniform(0.2, 0.8) * quarter))
+            already = len(scenario.history) if kill == 0 else 0
+            wait_until_consumed(worker, already + int(chance.uniform(0.2, 0.8) * quarter))
             worker.kill()
             worker.start()
         feed(isolated_settings, lines[3 * quarter :])
@@ -193,9 +206,10 @@ def test_two_workers_share_the_load_and_one_is_killed(
     try:
         for worker in (sink, first, second):
             worker.wait_for_catalog(version)
+        load_history(isolated_settings, scenario.history)
         feed(isolated_settings, lines[:half])
         wait_until(
-            lambda: _consumed(first) + _consumed(second) >= half // 3,
+            lambda: _consumed(first) + _consumed(second) >= len(scenario.history) + half // 3,
             timeout=120,
             what=f"the two workers to consume {half // 3} events",
             interval=0.05,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from schemas.catalog import read_catalog_dir
 from simulation.storefront import Storefront
 from sinks.catalog_store import publish_catalog
+from streams.backfill import load_history
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
 from tests.integration.helpers import (
@@ -50,20 +52,21 @@ def test_storefront_stream_survives_a_restart_and_matches_replay(
 ) -> None:
     settings = isolated_settings
     storefront = Storefront(datetime(2026, 5, 1, tzinfo=UTC), seed=11)
-    catalog_dir, version, lines = publish_storefront(
-        settings, storefront, tmp_path, storefront.events(1500)
-    )
-    expected = replay_credits(lines, catalog_dir, settings)
+    history, live = storefront.split_history(storefront.events(1500))
+    catalog_dir, version, lines = publish_storefront(settings, storefront, tmp_path, live)
+    earlier = [json.dumps(event).encode() for event in history]
+    expected = replay_credits([*earlier, *lines], catalog_dir, settings)
     half = len(lines) // 2
 
     worker = WorkerProcess(settings, tmp_path / "worker.log")
     worker.start()
     try:
         worker.wait_for_catalog(version)
+        load_history(settings, earlier)
         feed(settings, lines[:half])
         # Stop only once the first half is fully attributed, so the second run must rely on
         # the tables it restores from their changelogs.
-        first_half = replay_credits(lines[:half], catalog_dir, settings)
+        first_half = replay_credits([*earlier, *lines[:half]], catalog_dir, settings)
         assert wait_for_credits(worker, first_half) == first_half
         assert worker.stop() == 0
         # The storefront keeps sending while the worker is down; on start the worker restores

@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from schemas.catalog import read_catalog_dir
 from simulation.storefront import Storefront
 from sinks.catalog_store import publish_catalog
+from streams.backfill import load_history
 from streams.settings import Settings
 from streams.topics import STREAM_TOPICS
 from streams.worker_process import WorkerProcess
@@ -49,10 +50,10 @@ def test_ready_lag_latency_and_campaign_gauges_of_a_live_storefront(
     settings = isolated_settings.model_copy(update={"business_metrics_seconds": 1.0})
     # Campaigns run from 30 days before the storefront opens: they are live now.
     storefront = Storefront(datetime.now(UTC) - timedelta(days=1), seed=5)
-    catalog_dir, version, lines = publish_storefront(
-        settings, storefront, tmp_path, storefront.events(300, timedelta(hours=12))
-    )
-    expected = replay_credits(lines, catalog_dir, settings)
+    history, live = storefront.split_history(storefront.events(300, timedelta(hours=12)))
+    catalog_dir, version, lines = publish_storefront(settings, storefront, tmp_path, live)
+    earlier = [json.dumps(event).encode() for event in history]
+    expected = replay_credits([*earlier, *lines], catalog_dir, settings)
 
     worker = WorkerProcess(settings, tmp_path / "worker.log")
     worker.start()
@@ -68,6 +69,7 @@ def test_ready_lag_latency_and_campaign_gauges_of_a_live_storefront(
             },
         )
         worker.wait_for_catalog(version)
+        load_history(settings, earlier)
         feed(settings, lines)
         assert wait_for_credits(worker, expected) == expected
 
@@ -78,7 +80,7 @@ def test_ready_lag_latency_and_campaign_gauges_of_a_live_storefront(
                     worker.metric("attribution_consumer_lag", topic="events", partition=str(p)) == 0
                     for p in range(settings.partitions)
                 )
-                and worker.metric("attribution_events_consumed_total") == len(lines)
+                and worker.metric("attribution_events_consumed_total") == len(earlier) + len(lines)
             ),
             timeout=60,
             what="every event consumed and no lag on any events partition",

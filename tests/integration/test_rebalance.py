@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from schemas.catalog import read_catalog_dir
 from simulation.storefront import Storefront
 from sinks.catalog_store import publish_catalog
+from streams.backfill import load_history
 from streams.fencing import ChangelogFence, record_generation
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess, free_port
@@ -32,11 +33,15 @@ TABLES = ("visitors", "ledgers", "journeys")
 
 @dataclass(frozen=True)
 class Scenario:
+    """A storefront's months of history (backfilled first, by event time) and its live days."""
+
     catalog_dir: Path
+    history: list[bytes]
     lines: list[bytes]
 
     def expected(self, count: int | None = None) -> set[Credit]:
-        return replay_credits(self.lines[:count], self.catalog_dir, Settings())
+        """The replay's credits once the history and the first `count` live lines are in."""
+        return replay_credits([*self.history, *self.lines[:count]], self.catalog_dir, Settings())
 
     def cut(self, *shares: float) -> list[list[bytes]]:
         """The lines in consecutive chunks ending at each share of the whole."""
@@ -49,8 +54,12 @@ class Scenario:
 def scenario(tmp_path_factory: pytest.TempPathFactory, services: None) -> Scenario:
     storefront = Storefront(datetime(2026, 6, 1, tzinfo=UTC), seed=31)
     catalog_dir = storefront.write_catalog(tmp_path_factory.mktemp("rebalance") / "catalog")
-    lines = [json.dumps(event).encode() for event in storefront.events(SHOPPERS)]
-    return Scenario(catalog_dir, lines)
+    history, live = storefront.split_history(storefront.events(SHOPPERS))
+    return Scenario(
+        catalog_dir,
+        [json.dumps(event).encode() for event in history],
+        [json.dumps(event).encode() for event in live],
+    )
 
 
 def _role(settings: Settings, role: str, directory: Path) -> Settings:
@@ -115,6 +124,7 @@ def test_scaling_from_one_to_three_stage_workers_and_back_while_streaming(
     cluster = Cluster(isolated_settings, tmp_path, scenario)
     try:
         one = cluster.add("one")
+        load_history(isolated_settings, scenario.history)
         feed(isolated_settings, first)
         wait_until(
             lambda: _consumed(one) >= len(first) // 3, timeout=120, what="the first worker at work"
@@ -141,7 +151,7 @@ def test_scaling_from_one_to_three_stage_workers_and_back_while_streaming(
     cents = int(sum(c[6] for c in expected if c[1] == "last_click") * 100)
     print(
         f"\n1 -> 3 -> 1 workers ({', '.join(f'{share:.0f}' for share in shares)} events when"
-        f" three ran): {len(scenario.lines)} events,"
+        f" three ran): {len(scenario.history)} + {len(scenario.lines)} events,"
         f" {len(expected)} credit rows, {cents} cents per model equal to the replay,"
         f" {time.monotonic() - began:.0f} s"
     )
@@ -151,14 +161,14 @@ def test_a_worker_frozen_past_its_session_cannot_overwrite_the_new_owner(
     isolated_settings: Settings, tmp_path: Path, scenario: Scenario
 ) -> None:
     """The frozen worker holds work of a small slice of events when it is stopped; the other
-    takes its partitions and works alone (a stall of one partition while others run on would
-    reorder commands by weeks of event time, which the replay does not do); the frozen one
-    wakes up while the new owner holds its partitions, then the stream goes on to both."""
+    takes its partitions and works alone; the frozen one wakes up while the new owner holds
+    its partitions, then the stream goes on to both."""
     began = time.monotonic()
     first, in_hand, second, third, last = scenario.cut(0.4, 0.42, 0.75, 0.9, 1.0)
     cluster = Cluster(isolated_settings, tmp_path, scenario)
     try:
         zombie, owner = cluster.add("zombie"), cluster.add("owner")
+        load_history(isolated_settings, scenario.history)
         feed(isolated_settings, first)
         wait_for_credits(cluster.sink, scenario.expected(len(first)), timeout=240)
         assert _consumed(zombie) > 0 and _consumed(owner) > 0, "one worker did all the work"
@@ -205,7 +215,8 @@ def test_a_worker_frozen_past_its_session_cannot_overwrite_the_new_owner(
     cents = int(sum(c[6] for c in expected if c[1] == "last_click") * 100)
     print(
         f"\nzombie (frozen in generation {frozen_generation}, {fenced:.0f} flushes fenced after"
-        f" it woke, {stale} stale changelog records): {len(scenario.lines)} events,"
+        f" it woke, {stale} stale changelog records): {len(scenario.history)} +"
+        f" {len(scenario.lines)} events,"
         f" {len(expected)} credit rows, {cents} cents per model equal to the replay,"
         f" {time.monotonic() - began:.0f} s"
     )
