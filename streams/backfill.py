@@ -94,18 +94,18 @@ async def unconsumed(settings: Settings, group_id: str, names: Sequence[str]) ->
     await admin.start()
     await consumer.start()
     try:
-        await consumer.topics()  # loads the cluster metadata that partitions_for_topic reads
         partitions = [
-            TopicPartition(topic, partition)
-            for topic in topics
-            for partition in consumer.partitions_for_topic(topic) or ()
+            TopicPartition(described["topic"], partition["partition"])
+            for described in await admin.describe_topics(topics)
+            for partition in described["partitions"]
         ]
+        if not partitions:
+            raise LookupError(f"none of the topics {topics} exists: are the workers running?")
         ends = await consumer.end_offsets(partitions)
         committed = await admin.list_consumer_group_offsets(group_id)
-        return sum(
-            max(end - (committed[tp].offset if tp in committed else 0), 0)
-            for tp, end in ends.items()
-        )
+        # A partition the group never committed is listed without an offset, or with -1.
+        done = {tp: max(meta.offset, 0) for tp, meta in committed.items()}
+        return sum(max(end - done.get(tp, 0), 0) for tp, end in ends.items())
     finally:
         await consumer.stop()
         await admin.close()

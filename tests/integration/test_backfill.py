@@ -16,7 +16,9 @@ import pytest
 from schemas.catalog import read_catalog_dir
 from simulation.storefront import Storefront
 from sinks.catalog_store import publish_catalog
-from streams.backfill import unconsumed
+from streams.backfill import STAGE_INPUTS, unconsumed
+from streams.settings import Settings
+from streams.topics import ensure_topics
 from streams.worker_process import WorkerProcess
 from tests.integration.helpers import (
     EXAMPLES,
@@ -44,6 +46,16 @@ def _backfill(worker: WorkerProcess, history: Path) -> str:
         check=True,
     )
     return done.stderr
+
+
+def test_records_no_worker_has_committed_count_as_unconsumed(isolated_settings: Settings) -> None:
+    """What the backfill waits on between windows: records the group has not committed."""
+    settings = isolated_settings
+    asyncio.run(ensure_topics(settings))
+    feed(settings, [json.dumps({"n": n}).encode() for n in range(10)])
+
+    assert asyncio.run(unconsumed(settings, settings.app_id, ["events"])) == 10
+    assert asyncio.run(unconsumed(settings, settings.app_id, STAGE_INPUTS)) == 10
 
 
 def test_a_shuffled_history_backfills_to_the_replay_credits_and_a_rerun_changes_nothing(
