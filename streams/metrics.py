@@ -80,7 +80,7 @@ class Metrics:
         )
         self.identity_conflicts = Counter(
             "attribution_identity_conflicts",
-            "Later links of a visitor to another customer, ignored (SPEC 2.5).",
+            "Later links of a visitor to another customer, ignored (contract 2.5).",
             registry=registry,
         )
         self.table_keys = Gauge(
