@@ -20,9 +20,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from schemas.events import InvalidEvent, decode_event
 from streams.settings import Settings
@@ -86,6 +88,23 @@ def plan_history(numbered_lines: Iterable[tuple[int, bytes]], window: timedelta)
     return history
 
 
+async def _committed_offsets(
+    admin: AIOKafkaAdminClient, group_id: str, attempts: int = 40
+) -> dict[TopicPartition, Any]:
+    # A new cluster creates its offsets topic on the first coordinator lookup and answers
+    # "coordinator not available" until it has: a retriable error, retried.
+    failures = 0
+    while True:
+        try:
+            offsets: dict[TopicPartition, Any] = await admin.list_consumer_group_offsets(group_id)
+            return offsets
+        except KafkaError as error:
+            failures += 1
+            if not error.retriable or failures == attempts:
+                raise
+        await asyncio.sleep(0.25)
+
+
 async def unconsumed(settings: Settings, group_id: str, names: Sequence[str]) -> int:
     """Records of the topics `names` (without prefix) that `group_id` has not committed yet."""
     topics = [settings.topic(name) for name in names]
@@ -102,7 +121,7 @@ async def unconsumed(settings: Settings, group_id: str, names: Sequence[str]) ->
         if not partitions:
             raise LookupError(f"none of the topics {topics} exists: are the workers running?")
         ends = await consumer.end_offsets(partitions)
-        committed = await admin.list_consumer_group_offsets(group_id)
+        committed = await _committed_offsets(admin, group_id)
         # A partition the group never committed is listed without an offset, or with -1.
         done = {tp: max(meta.offset, 0) for tp, meta in committed.items()}
         return sum(max(end - done.get(tp, 0), 0) for tp, end in ends.items())
