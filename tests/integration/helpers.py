@@ -18,7 +18,7 @@ from simulation.storefront import Storefront
 from sinks.catalog_store import publish_catalog, to_static_catalog
 from streams.producer import produce_events
 from streams.settings import Settings
-from streams.worker_process import WorkerProcess
+from streams.worker_process import WorkerProcess, free_port
 from tests.waiting import wait_until
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
@@ -135,3 +135,21 @@ def click(event_id: str, **fields: Any) -> dict[str, Any]:
         "url": "https://shop.example/?utm_content=anna",
         **fields,
     }
+
+
+def with_role(settings: Settings, role: str, data_dir: Path) -> Settings:
+    """The settings of one more worker of the same app: `role`, its own data dir and port."""
+    return settings.model_copy(update={"role": role, "data_dir": data_dir, "web_port": free_port()})
+
+
+def events_consumed(worker: WorkerProcess) -> float:
+    return worker.metric("attribution_events_consumed_total")
+
+
+def assigned_event_partitions(worker: WorkerProcess) -> int:
+    """Partitions of `events` the worker reports lag for (refreshed every lag interval)."""
+    return sum(
+        1
+        for name, labels in worker.metrics()
+        if name == "attribution_consumer_lag" and ("topic", "events") in labels
+    )

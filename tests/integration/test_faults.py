@@ -24,13 +24,16 @@ from simulation.storefront import Storefront
 from sinks.catalog_store import publish_catalog
 from streams.backfill import load_history
 from streams.settings import Settings
-from streams.worker_process import WorkerProcess, free_port
+from streams.worker_process import WorkerProcess
 from tests.integration.helpers import (
     Credit,
+    assigned_event_partitions,
     clickhouse_credits,
+    events_consumed,
     feed,
     replay_credits,
     wait_for_credits,
+    with_role,
 )
 from tests.waiting import wait_until
 
@@ -91,7 +94,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory, services: None) -> Scenar
 def wait_until_consumed(worker: WorkerProcess, count: float, timeout: float = 120) -> None:
     # Polled often: a kill is meant to land near this point, not a poll later.
     wait_until(
-        lambda: _consumed(worker) >= count,
+        lambda: events_consumed(worker) >= count,
         timeout=timeout,
         what=f"the worker to consume {count:g} events",
         interval=0.05,
@@ -194,9 +197,11 @@ def test_two_workers_share_the_load_and_one_is_killed(
 ) -> None:
     lines = scenario.lines
     half = len(lines) // 2
-    sink = WorkerProcess(_role(isolated_settings, "sink", tmp_path), tmp_path / "sink.log")
+    sink = WorkerProcess(with_role(isolated_settings, "sink", tmp_path), tmp_path / "sink.log")
     first, second = (
-        WorkerProcess(_role(isolated_settings, "stages", tmp_path / name), tmp_path / f"{name}.log")
+        WorkerProcess(
+            with_role(isolated_settings, "stages", tmp_path / name), tmp_path / f"{name}.log"
+        )
         for name in ("first", "second")
     )
     version = scenario.publish_catalog(isolated_settings)
@@ -209,16 +214,19 @@ def test_two_workers_share_the_load_and_one_is_killed(
         load_history(isolated_settings, scenario.history)
         feed(isolated_settings, lines[:half])
         wait_until(
-            lambda: _consumed(first) + _consumed(second) >= len(scenario.history) + half // 3,
+            lambda: (
+                events_consumed(first) + events_consumed(second)
+                >= len(scenario.history) + half // 3
+            ),
             timeout=120,
             what=f"the two workers to consume {half // 3} events",
             interval=0.05,
         )
-        shares = (_consumed(first), _consumed(second))
+        shares = (events_consumed(first), events_consumed(second))
         first.kill()
         feed(isolated_settings, lines[half:])
         actual = wait_for_credits(sink, scenario.expected, timeout=300)
-        taken_over = _assigned_event_partitions(second)
+        taken_over = assigned_event_partitions(second)
     finally:
         for worker in (first, second, sink):
             worker.stop()
@@ -226,19 +234,3 @@ def test_two_workers_share_the_load_and_one_is_killed(
     assert taken_over == isolated_settings.partitions
     assert actual == scenario.expected
     print(f"\ntwo workers {shares} then one:", scenario.report())
-
-
-def _role(settings: Settings, role: str, data_dir: Path) -> Settings:
-    return settings.model_copy(update={"role": role, "data_dir": data_dir, "web_port": free_port()})
-
-
-def _consumed(worker: WorkerProcess) -> float:
-    return worker.metric("attribution_events_consumed_total")
-
-
-def _assigned_event_partitions(worker: WorkerProcess) -> int:
-    return sum(
-        1
-        for name, labels in worker.metrics()
-        if name == "attribution_consumer_lag" and ("topic", "events") in labels
-    )

@@ -23,8 +23,16 @@ from sinks.catalog_store import publish_catalog
 from streams.backfill import load_history
 from streams.fencing import ChangelogFence, record_generation
 from streams.settings import Settings
-from streams.worker_process import WorkerProcess, free_port
-from tests.integration.helpers import Credit, feed, replay_credits, wait_for_credits
+from streams.worker_process import WorkerProcess
+from tests.integration.helpers import (
+    Credit,
+    assigned_event_partitions,
+    events_consumed,
+    feed,
+    replay_credits,
+    wait_for_credits,
+    with_role,
+)
 from tests.waiting import wait_until
 
 SHOPPERS = 6_000
@@ -62,24 +70,6 @@ def scenario(tmp_path_factory: pytest.TempPathFactory, services: None) -> Scenar
     )
 
 
-def _role(settings: Settings, role: str, directory: Path) -> Settings:
-    update = {"role": role, "data_dir": directory, "web_port": free_port()}
-    return settings.model_copy(update=update)
-
-
-def _consumed(worker: WorkerProcess) -> float:
-    return worker.metric("attribution_events_consumed_total")
-
-
-def _event_partitions(worker: WorkerProcess) -> int:
-    """Partitions of `events` the worker reports lag for (refreshed every lag interval)."""
-    return sum(
-        1
-        for name, labels in worker.metrics()
-        if name == "attribution_consumer_lag" and ("topic", "events") in labels
-    )
-
-
 def _generation(worker: WorkerProcess) -> int:
     return int(worker.metric("attribution_consumer_generation"))
 
@@ -98,7 +88,7 @@ class Cluster:
 
     def _start(self, role: str, name: str) -> WorkerProcess:
         worker = WorkerProcess(
-            _role(self.settings, role, self.tmp_path / name), self.tmp_path / f"{name}.log"
+            with_role(self.settings, role, self.tmp_path / name), self.tmp_path / f"{name}.log"
         )
         worker.start()
         worker.wait_for_catalog(self.version)
@@ -109,7 +99,7 @@ class Cluster:
         return self.stages[name]
 
     def consumed(self) -> float:
-        return sum(_consumed(worker) for worker in self.stages.values() if worker.running())
+        return sum(events_consumed(worker) for worker in self.stages.values() if worker.running())
 
     def stop(self) -> None:
         for worker in [*self.stages.values(), self.sink]:
@@ -127,22 +117,26 @@ def test_scaling_from_one_to_three_stage_workers_and_back_while_streaming(
         load_history(isolated_settings, scenario.history)
         feed(isolated_settings, first)
         wait_until(
-            lambda: _consumed(one) >= len(first) // 3, timeout=120, what="the first worker at work"
+            lambda: events_consumed(one) >= len(scenario.history) + len(first) // 3,
+            timeout=120,
+            what="the first worker at work",
         )
         # Scaled out while the first worker has a backlog: each arrival is a rebalance.
         two, three = cluster.add("two"), cluster.add("three")
         feed(isolated_settings, second)
         wait_until(
-            lambda: all(_consumed(worker) > 0 for worker in (one, two, three)),
+            lambda: all(events_consumed(worker) > 0 for worker in (one, two, three)),
             timeout=120,
             what="all three workers consuming",
         )
-        shares = [_consumed(worker) for worker in (one, two, three)]
+        shares = [events_consumed(worker) for worker in (one, two, three)]
         # Scaled back in with the last third still to be worked through.
         feed(isolated_settings, third)
         two.stop()
         three.stop()
-        wait_until(lambda: _event_partitions(one) == 4, timeout=60, what="one worker with all")
+        wait_until(
+            lambda: assigned_event_partitions(one) == 4, timeout=60, what="one worker with all"
+        )
         expected = scenario.expected()
         actual = wait_for_credits(cluster.sink, expected, timeout=240)
     finally:
@@ -171,15 +165,21 @@ def test_a_worker_frozen_past_its_session_cannot_overwrite_the_new_owner(
         load_history(isolated_settings, scenario.history)
         feed(isolated_settings, first)
         wait_for_credits(cluster.sink, scenario.expected(len(first)), timeout=240)
-        assert _consumed(zombie) > 0 and _consumed(owner) > 0, "one worker did all the work"
-        before = _consumed(zombie)
+        assert events_consumed(zombie) > 0 and events_consumed(owner) > 0, (
+            "one worker did all the work"
+        )
+        before = events_consumed(zombie)
         feed(isolated_settings, in_hand)
-        wait_until(lambda: _consumed(zombie) > before, timeout=60, what="the slice reaching it")
+        wait_until(
+            lambda: events_consumed(zombie) > before, timeout=60, what="the slice reaching it"
+        )
         frozen_generation = _generation(zombie)
         fenced_before = _fenced(zombie)
         zombie.pause()  # frozen with work in hand: states, outputs, events not yet saved
         wait_until(
-            lambda: _generation(owner) > frozen_generation and _event_partitions(owner) == 4,
+            lambda: (
+                _generation(owner) > frozen_generation and assigned_event_partitions(owner) == 4
+            ),
             timeout=90,
             what="the other worker owning every partition",
         )
@@ -207,7 +207,7 @@ def test_a_worker_frozen_past_its_session_cannot_overwrite_the_new_owner(
         feed(isolated_settings, last)
         expected = scenario.expected()
         actual = wait_for_credits(cluster.sink, expected, timeout=240)
-        assert _event_partitions(fresh) == 4
+        assert assigned_event_partitions(fresh) == 4
     finally:
         cluster.stop()
     assert actual_so_far == expected_so_far
