@@ -207,7 +207,12 @@ def test_a_worker_frozen_past_its_session_cannot_overwrite_the_new_owner(
         feed(isolated_settings, last)
         expected = scenario.expected()
         actual = wait_for_credits(cluster.sink, expected, timeout=240)
-        assert assigned_event_partitions(fresh) == 4
+        # The lag gauge lists a worker's partitions once per lag interval after it starts.
+        wait_until(
+            lambda: assigned_event_partitions(fresh) == 4,
+            timeout=30,
+            what="the fresh worker owning every partition",
+        )
     finally:
         cluster.stop()
     assert actual_so_far == expected_so_far
