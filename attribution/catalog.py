@@ -62,6 +62,10 @@ class Catalog(Protocol):
 
     def code(self, code: str) -> CreditTarget | None: ...
 
+    def code_policy(self, campaign_id: str) -> str:
+        """The campaign's own code policy, '' when it follows the program's."""
+        ...
+
 
 @dataclass(frozen=True)
 class StaticCatalog:
@@ -70,6 +74,8 @@ class StaticCatalog:
     influencers: dict[str, InfluencerProfile] = field(default_factory=dict)
     links: dict[str, CreditTarget] = field(default_factory=dict)
     codes: dict[str, CreditTarget] = field(default_factory=dict)
+    code_policies: dict[str, str] = field(default_factory=dict)
+    """Campaign id -> code policy, for campaigns that override the program's."""
 
     def influencer(self, influencer_id: str) -> InfluencerProfile | None:
         return self.influencers.get(influencer_id)
@@ -79,6 +85,9 @@ class StaticCatalog:
 
     def code(self, code: str) -> CreditTarget | None:
         return self.codes.get(code.upper())
+
+    def code_policy(self, campaign_id: str) -> str:
+        return self.code_policies.get(campaign_id, "")
 
 
 @dataclass(frozen=True, slots=True)

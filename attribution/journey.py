@@ -31,7 +31,7 @@ from attribution.messages import (
 from attribution.models import ALL_MODELS, model_credits
 from attribution.money import CREDIT_QUANTUM, split_revenue
 from attribution.rows import CreditRow, CustomerErased, OrderRow
-from attribution.rules import Rules, same_day
+from attribution.rules import CodePolicy, Rules, same_day
 
 EmittedRow = CreditRow | OrderRow
 JourneyOutput = EmittedRow | CustomerErased | AdoptJourney | ReassignOrder | ForgetVisitor
@@ -71,11 +71,33 @@ class Journey:
     newest_event_at: datetime | None = None
 
 
-def eligible_touchpoints(journey: Journey, order: OrderRecord, rules: Rules) -> list[Touchpoint]:
-    """Contract 5: the clicks within the lookback, then the order's code redemption last."""
+def order_code_policy(order: OrderRecord, rules: Rules) -> CodePolicy:
+    """The policy of the order's code's campaign, else the program's."""
+    first_code = min(order.codes, key=_journey_order, default=None)
+    if first_code is not None and first_code.code_policy:
+        return CodePolicy(first_code.code_policy)
+    return rules.code_policy
+
+
+def _journey_order(touchpoint: Touchpoint) -> tuple[datetime, str]:
+    return touchpoint.occurred_at, touchpoint.event_id
+
+
+def eligible_touchpoints(
+    journey: Journey, order: OrderRecord, rules: Rules, policy: CodePolicy
+) -> list[Touchpoint]:
+    """Contract 5: the clicks within the lookback, then the order's code redemption last,
+    unless the code policy lets the code or the links alone take the credit."""
     order_at = order.facts.occurred_at
     earliest = order_at - rules.lookback
     latest_link = order_at + rules.restatement_window
+    known_code = min(
+        (code for code in order.codes if code.occurred_at <= latest_link),
+        key=_journey_order,
+        default=None,
+    )
+    if known_code is not None and policy is CodePolicy.CODE_WINS:
+        return [known_code]
     clicks = sorted(
         (
             stored.touchpoint
@@ -83,14 +105,11 @@ def eligible_touchpoints(journey: Journey, order: OrderRecord, rules: Rules) -> 
             if earliest <= stored.touchpoint.occurred_at <= order_at
             and (stored.linked_at is None or stored.linked_at <= latest_link)
         ),
-        key=lambda touchpoint: (touchpoint.occurred_at, touchpoint.event_id),
+        key=_journey_order,
     )
-    known_codes = sorted(
-        (code for code in order.codes if code.occurred_at <= latest_link),
-        key=lambda code: (code.occurred_at, code.event_id),
-    )
-    journey_touchpoints = clicks + known_codes[:1]
-    return journey_touchpoints[-rules.max_touchpoints :]
+    if known_code is not None and not (clicks and policy is CodePolicy.LINK_WINS):
+        clicks.append(known_code)
+    return clicks[-rules.max_touchpoints :]
 
 
 def _bare_row(
@@ -102,6 +121,7 @@ def _bare_row(
     version: int,
     *,
     deleted: bool,
+    policy: str,
 ) -> CreditRow:
     """A credit row without touchpoint details: an unattributed order, or a retraction."""
     return CreditRow(
@@ -123,6 +143,7 @@ def _bare_row(
         facts.customer_id,
         version,
         deleted,
+        policy,
     )
 
 
@@ -132,13 +153,23 @@ def credit_rows(
     """Every model's credit rows for an order (zero-credit touchpoints get no row)."""
     facts = order.facts
     net_revenue = facts.total - order.refunded
-    touchpoints = eligible_touchpoints(journey, order, rules)
+    policy = order_code_policy(order, rules)
+    touchpoints = eligible_touchpoints(journey, order, rules, policy)
     times = [min(tp.occurred_at, facts.occurred_at) for tp in touchpoints]
     rows: list[CreditRow] = []
     for model in ALL_MODELS:
         if not touchpoints:
             rows.append(
-                _bare_row(facts, model.value, "", FULL_CREDIT, net_revenue, version, deleted=False)
+                _bare_row(
+                    facts,
+                    model.value,
+                    "",
+                    FULL_CREDIT,
+                    net_revenue,
+                    version,
+                    deleted=False,
+                    policy=policy.value,
+                )
             )
             continue
         credits = model_credits(model, times, facts.occurred_at, rules.half_life)
@@ -168,6 +199,7 @@ def credit_rows(
                     facts.customer_id,
                     version,
                     False,
+                    policy.value,
                 )
             )
     return rows
@@ -178,7 +210,7 @@ def _fingerprint(rows: list[CreditRow]) -> str:
     for row in rows:
         digest.update(
             f"{row.model}|{row.touchpoint_event_id}|{row.position}|{row.touchpoints}|"
-            f"{row.credit}|{row.revenue_credit}\n".encode()
+            f"{row.credit}|{row.revenue_credit}|{row.code_policy}\n".encode()
         )
     return digest.hexdigest()
 
@@ -211,6 +243,7 @@ def _with_retractions(order: OrderRecord, current: list[CreditRow]) -> list[Emit
             Decimal(0),
             order.version,
             deleted=True,
+            policy="",
         )
         for model, touchpoint_event_id in sorted(_key_pairs(order.emitted_keys) - live_keys)
     ]

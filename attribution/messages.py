@@ -43,13 +43,15 @@ class Touchpoint:
     visitor_id: str = ""
     customer_id: str = ""
     code: str = ""
+    code_policy: str = ""
+    """A code's campaign override of the program's code policy; '' follows the program."""
 
     @property
     def kind(self) -> str:
         return "code" if self.code else "click"
 
     def to_wire(self) -> Wire:
-        return {
+        wire: Wire = {
             "e": self.event_id,
             "t": self.occurred_at.isoformat(),
             "i": self.influencer_id,
@@ -60,6 +62,10 @@ class Touchpoint:
             "u": self.customer_id,
             "k": self.code,
         }
+        # Only codes of campaigns with their own policy carry one: clicks stay as small as before.
+        if self.code_policy:
+            wire["q"] = self.code_policy
+        return wire
 
     @classmethod
     def from_wire(cls, wire: Wire) -> Touchpoint:
@@ -73,6 +79,7 @@ class Touchpoint:
             wire["v"],
             wire["u"],
             wire["k"],
+            wire.get("q", ""),
         )
 
 

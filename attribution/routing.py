@@ -180,6 +180,7 @@ def route_event(event: Event, catalog: Catalog, pii_key: bytes = b"") -> Routed:
                     visitor_id=event.visitor_id or "",
                     customer_id=event.customer_id or "",
                     code=event.code.upper(),
+                    code_policy=catalog.code_policy(target.campaign_id),
                 )
                 routed.to_orders.append(RedeemCode(event.order_id, touchpoint))
         case ContentMetrics():

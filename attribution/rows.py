@@ -49,6 +49,8 @@ class CreditRow(_Row):
     customer_id: str
     version: int
     is_deleted: bool
+    code_policy: str
+    """The code policy that decided the row (attribution.rules.CodePolicy); '' on retractions."""
 
 
 @dataclass(frozen=True, slots=True)

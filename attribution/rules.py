@@ -4,6 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
+
+
+class CodePolicy(StrEnum):
+    """What an order's promo code does when the journey also has influencer clicks."""
+
+    CODE_AS_LAST_TOUCH = "code_as_last_touch"
+    """The code is one more touchpoint, after the clicks (Rockerbox's synthetic last touch)."""
+    CODE_WINS = "code_wins"
+    """The code's owner takes all the credit under every model (UpPromote, Modash)."""
+    LINK_WINS = "link_wins"
+    """The code is credited only when the journey has no influencer click (Refersion)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +30,8 @@ class Rules:
     allowed_lateness: timedelta = timedelta(days=14)
     """How long after newer events an event may arrive and still be credited exactly as if it
     had arrived in time: every retention below keeps state this much longer."""
+    code_policy: CodePolicy = CodePolicy.CODE_AS_LAST_TOUCH
+    """The program's policy; a campaign's `code_policy` column overrides it for its codes."""
 
     @property
     def touchpoint_retention(self) -> timedelta:

@@ -41,6 +41,9 @@ class CampaignRow(_Row):
     ends_at: Timestamp
     budget: Money
     currency: Currency
+    # Optional column after the contract's seven: this campaign's codes follow this policy
+    # instead of the program's (ATTRIBUTION_CODE_POLICY); empty follows the program.
+    code_policy: Literal["", "code_as_last_touch", "code_wins", "link_wins"] = ""
 
 
 class CodeRow(_Row):

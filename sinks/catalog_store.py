@@ -28,6 +28,9 @@ def to_static_catalog(files: CatalogFiles) -> StaticCatalog:
             row.code.upper(): CreditTarget(row.influencer_id, row.campaign_id)
             for row in files.codes
         },
+        code_policies={
+            row.campaign_id: row.code_policy for row in files.campaigns if row.code_policy
+        },
     )
 
 

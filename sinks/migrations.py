@@ -305,6 +305,14 @@ REFUND_DECISIONS = (
     """,
 )
 
+# Which code-vs-link policy decided each credit, and the campaigns that override the program's.
+CODE_POLICIES = (
+    "ALTER TABLE credits ADD COLUMN IF NOT EXISTS code_policy LowCardinality(String) DEFAULT ''",
+    "ALTER TABLE dim_campaigns ADD COLUMN IF NOT EXISTS "
+    "code_policy LowCardinality(String) DEFAULT ''",
+    catalog_view("campaigns", "CREATE OR REPLACE VIEW"),
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "raw events, credits, catalog dimensions", SCHEMA),
     Migration(2, "contracts name the model their commission is paid on", CONTRACT_MODEL),
@@ -316,6 +324,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         8, "refund decisions, versioned; refunds is the view of the accepted", REFUND_DECISIONS
     ),
+    Migration(10, "code-vs-link policy of each credit and campaign", CODE_POLICIES),
 )
 
 

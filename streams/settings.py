@@ -59,6 +59,9 @@ class Settings(BaseModel):
     sweep_interval_seconds: float = 60.0
     lag_interval_seconds: float = 5.0
     business_metrics_seconds: float = 30.0
+    # A payout period (a UTC month) closes this many days after its end, once `attribution
+    # payouts` runs; later restatements are paid as adjustments (docs/payouts.md).
+    payout_lock_days: int = Field(default=30, ge=0)
     log_format: Literal["text", "json"] = "text"
     identity_retention_days: float = 180
     collector_secret: SecretStr = SecretStr("")
