@@ -18,6 +18,7 @@ from clickhouse_connect.driver.client import Client
 
 from attribution.benchmarks import CATEGORY_BENCHMARKS
 from sinks.clickhouse import SCHEMA, catalog_view
+from sinks.payouts import PAYOUT_TABLES
 
 MODELS_ARRAY = "['first_click', 'last_click', 'linear', 'position_based', 'time_decay']"
 DEFAULT_MARGIN = "0.30"  # the campaign guide's worked example; set yours in category_margins
@@ -324,6 +325,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         8, "refund decisions, versioned; refunds is the view of the accepted", REFUND_DECISIONS
     ),
+    Migration(9, "payout statements of closed periods", PAYOUT_TABLES),
     Migration(10, "code-vs-link policy of each credit and campaign", CODE_POLICIES),
 )
 
