@@ -1,4 +1,4 @@
-"""The `attribution` command: worker, replay, backfill, sql, catalog load, erase, demo."""
+"""The `attribution` command: worker, replay, backfill, sql, catalog load, erase, payouts, demo."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from attribution.catalog import StaticCatalog
+from attribution.payouts import Period, Statement
 from attribution.replay import LocalPipeline
 from attribution.rows import CreditRow
 from schemas.catalog import CatalogError, read_catalog_dir
@@ -227,6 +229,104 @@ def _erase(settings: Settings, customer_id: str) -> int:
     return 0
 
 
+PAYOUT_COLUMNS = (
+    "period",
+    "status",
+    "influencer_id",
+    "currency",
+    "campaign_id",
+    "kind",
+    "commission_model",
+    "amount",
+)
+
+
+def payout_period(text: str) -> Period:
+    try:
+        return Period.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def aware_time(text: str) -> datetime:
+    """An ISO 8601 time with its UTC offset: the run's "now" must not depend on the machine."""
+    try:
+        instant = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    if instant.utcoffset() is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no UTC offset (add Z or +01:00)")
+    return instant
+
+
+def statement_records(statements: Sequence[Statement]) -> Iterator[list[str]]:
+    """One CSV record per line of each statement, then one of kind `total`."""
+    for statement in statements:
+        status = "closed" if statement.closed else "open"
+        head = [statement.period.name, status, statement.influencer_id, statement.currency]
+        for line in statement.lines:
+            yield [*head, line.campaign_id, line.kind, line.commission_model, str(line.amount)]
+        yield [*head, "", "total", "", str(statement.total)]
+
+
+def print_statement(statement: Statement) -> None:
+    status = "closed" if statement.closed else "open"
+    print(f"\n{statement.influencer_id}  {statement.currency}  {status}")
+    for line in statement.lines:
+        label = line.kind.replace("_", " ")
+        if line.commission_model:
+            label += f" ({line.commission_model})"
+        print(f"  {line.campaign_id:<24} {label:<32} {line.amount:>14}")
+    print(f"  {'':<24} {'total':<32} {statement.total:>14}")
+
+
+def _payouts(settings: Settings, period: Period, as_of: datetime | None, out: Path | None) -> int:
+    from clickhouse_connect.driver.exceptions import DatabaseError
+
+    from sinks.clickhouse import connect
+    from sinks.migrations import migrate
+    from sinks.payouts import run_payouts
+
+    try:
+        client = connect(settings.clickhouse)
+    except DatabaseError as error:
+        # The embedded engine opens in one process at a time: a running worker holds it.
+        embedded = settings.clickhouse.startswith("chdb://")
+        hint = "; stop the worker that holds the embedded engine first" if embedded else ""
+        print(f"error: ClickHouse cannot be opened ({error}){hint}", file=sys.stderr)
+        return 1
+    try:
+        migrate(client)
+        now = as_of or datetime.now(UTC)
+        report = run_payouts(client, period, now, settings.payout_lock_days)
+    finally:
+        client.close()
+    for closed in report.closed_now:
+        print(f"closed {closed}", file=sys.stderr)
+    lock_date = report.lock_date.isoformat()
+    status = (
+        f"closed (lock date {lock_date})"
+        if report.closed
+        else f"open (closes on the first run from {lock_date})"
+    )
+    if out is not None:
+        with out.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(PAYOUT_COLUMNS)
+            writer.writerows(statement_records(report.statements))
+        print(
+            f"{len(report.statements)} statements of {period}, {status}, written to {out}",
+            file=sys.stderr,
+        )
+        return 0
+    print(f"payouts {period}: {status}")
+    for statement in report.statements:
+        print_statement(statement)
+    if not report.statements:
+        print("no statements")
+    return 0
+
+
 def _schemas_export(directory: Path) -> int:
     from schemas.events import export_json_schemas
 
@@ -259,6 +359,14 @@ def build_parser() -> argparse.ArgumentParser:
         "backfill", help="load a JSON-lines history into running workers, by event time"
     )
     backfill.add_argument("events", type=Path)
+    payouts = commands.add_parser(
+        "payouts", help="close due payout periods, then print or write a month's statements"
+    )
+    payouts.add_argument("--period", type=payout_period, required=True, help="YYYY-MM (UTC)")
+    payouts.add_argument(
+        "--as-of", type=aware_time, help="the run's now, ISO 8601 with offset (default: now)"
+    )
+    payouts.add_argument("--out", type=Path, help="write the statements as CSV")
     demo = commands.add_parser("demo", help="services + worker + synthetic storefront + report")
     demo.add_argument("--seconds", type=float, default=60.0)
     return parser
@@ -283,6 +391,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from streams.backfill import run_backfill
 
         return run_backfill(settings, args.events)
+    if args.command == "payouts":
+        return _payouts(settings, args.period, args.as_of, args.out)
     from streams.demo import run_demo
 
     return run_demo(settings, seconds=args.seconds)
