@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agents import catalog, collector, ingest, ops, sink, stages, web
+from agents import catalog, collector, fx, ingest, ops, sink, stages, web
 from streams.app import Topology
 
 
@@ -15,5 +15,6 @@ def register_agents(topology: Topology) -> None:
         collector.register(topology)
     if topology.owns_clickhouse:
         sink.register(topology)
+        fx.register(topology)
     web.register(topology)
     ops.register(topology)

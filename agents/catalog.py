@@ -26,9 +26,11 @@ def register(topology: Topology) -> None:
             or catalog.version == written_version
         ):
             return
-        rows = catalog_rows(catalog.files, catalog.version, datetime.now(UTC))
+        rows = catalog_rows(
+            catalog.files, catalog.version, datetime.now(UTC), catalog.catalog.exchange_rates
+        )
         try:
-            topology.clickhouse.writer().insert_now(rows)
+            await topology.clickhouse.writer().insert(rows)
         except Exception:
             log.exception("catalog version %d not written to ClickHouse", catalog.version)
             return

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Protocol
 from urllib.parse import parse_qs, urlsplit
+
+from attribution.fx import DEFAULT_REPORTING_CURRENCY, ExchangeRates, LockedRate
 
 NANO_MIN_FOLLOWERS = 1_000
 MICRO_MIN_FOLLOWERS = 10_000
@@ -66,6 +69,10 @@ class Catalog(Protocol):
         """The campaign's own code policy, '' when it follows the program's."""
         ...
 
+    def exchange_rate(self, currency: str, day: date) -> LockedRate | None:
+        """The rate an order of `day` in `currency` is reported at (None: not published yet)."""
+        ...
+
 
 @dataclass(frozen=True)
 class StaticCatalog:
@@ -76,6 +83,9 @@ class StaticCatalog:
     codes: dict[str, CreditTarget] = field(default_factory=dict)
     code_policies: dict[str, str] = field(default_factory=dict)
     """Campaign id -> code policy, for campaigns that override the program's."""
+    exchange_rates: ExchangeRates = field(
+        default_factory=lambda: ExchangeRates(DEFAULT_REPORTING_CURRENCY, {})
+    )
 
     def influencer(self, influencer_id: str) -> InfluencerProfile | None:
         return self.influencers.get(influencer_id)
@@ -88,6 +98,9 @@ class StaticCatalog:
 
     def code_policy(self, campaign_id: str) -> str:
         return self.code_policies.get(campaign_id, "")
+
+    def exchange_rate(self, currency: str, day: date) -> LockedRate | None:
+        return self.exchange_rates.lock(currency, day)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,9 +9,9 @@ order in which those facts arrived (contract 5, "late events").
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 
 from attribution.messages import (
@@ -112,6 +112,31 @@ def eligible_touchpoints(
     return clicks[-rules.max_touchpoints :]
 
 
+@dataclass(frozen=True, slots=True)
+class ReportingSplit:
+    """The order's net revenue in the reporting currency, split like its revenue credits."""
+
+    currency: str
+    rate: Decimal
+    rate_date: date | None
+    net_revenue: Decimal
+
+    @classmethod
+    def of(cls, facts: OrderFacts, net_revenue: Decimal) -> ReportingSplit:
+        if facts.fx is None:
+            return NOT_CONVERTED
+        fx = facts.fx
+        return cls(fx.reporting_currency, fx.rate, fx.published_on, fx.convert(net_revenue))
+
+    def split(self, credits: Sequence[Decimal]) -> list[Decimal]:
+        if not self.currency:
+            return [Decimal(0)] * len(credits)
+        return split_revenue(self.net_revenue, credits, self.currency)
+
+
+NOT_CONVERTED = ReportingSplit("", Decimal(0), None, Decimal(0))
+
+
 def _bare_row(
     facts: OrderFacts,
     model: str,
@@ -122,6 +147,7 @@ def _bare_row(
     *,
     deleted: bool,
     policy: str,
+    reporting: ReportingSplit,
 ) -> CreditRow:
     """A credit row without touchpoint details: an unattributed order, or a retraction."""
     return CreditRow(
@@ -144,6 +170,10 @@ def _bare_row(
         version,
         deleted,
         policy,
+        reporting.currency,
+        reporting.net_revenue,
+        reporting.rate,
+        reporting.rate_date,
     )
 
 
@@ -154,6 +184,7 @@ def credit_rows(
     facts = order.facts
     net_revenue = facts.total - order.refunded
     policy = order_code_policy(order, rules)
+    reporting = ReportingSplit.of(facts, net_revenue)
     touchpoints = eligible_touchpoints(journey, order, rules, policy)
     times = [min(tp.occurred_at, facts.occurred_at) for tp in touchpoints]
     rows: list[CreditRow] = []
@@ -169,13 +200,15 @@ def credit_rows(
                     version,
                     deleted=False,
                     policy=policy.value,
+                    reporting=reporting,
                 )
             )
             continue
         credits = model_credits(model, times, facts.occurred_at, rules.half_life)
         revenues = split_revenue(net_revenue, credits, facts.currency)
-        for position, (touchpoint, credit, revenue) in enumerate(
-            zip(touchpoints, credits, revenues, strict=True), start=1
+        reporting_revenues = reporting.split(credits)
+        for position, (touchpoint, credit, revenue, reporting_revenue) in enumerate(
+            zip(touchpoints, credits, revenues, reporting_revenues, strict=True), start=1
         ):
             if credit == 0:
                 continue
@@ -200,6 +233,10 @@ def credit_rows(
                     version,
                     False,
                     policy.value,
+                    reporting.currency,
+                    reporting_revenue,
+                    reporting.rate,
+                    reporting.rate_date,
                 )
             )
     return rows
@@ -210,7 +247,8 @@ def _fingerprint(rows: list[CreditRow]) -> str:
     for row in rows:
         digest.update(
             f"{row.model}|{row.touchpoint_event_id}|{row.position}|{row.touchpoints}|"
-            f"{row.credit}|{row.revenue_credit}|{row.code_policy}\n".encode()
+            f"{row.credit}|{row.revenue_credit}|{row.code_policy}|{row.reporting_currency}|"
+            f"{row.reporting_revenue_credit}|{row.fx_rate}\n".encode()
         )
     return digest.hexdigest()
 
@@ -218,6 +256,11 @@ def _fingerprint(rows: list[CreditRow]) -> str:
 def _order_row(order: OrderRecord, touchpoints: int) -> OrderRow:
     facts = order.facts
     refunded = order.refunded
+    net_revenue = facts.total - refunded
+    reporting = ReportingSplit.of(facts, net_revenue)
+    # Total and net are each converted; the refunded part is their difference, so the three
+    # add up in the reporting currency as they do in the order's.
+    reporting_total = facts.fx.convert(facts.total) if facts.fx is not None else Decimal(0)
     return OrderRow(
         facts.order_id,
         facts.customer_id,
@@ -225,9 +268,15 @@ def _order_row(order: OrderRecord, touchpoints: int) -> OrderRow:
         facts.currency,
         facts.total,
         refunded,
-        facts.total - refunded,
+        net_revenue,
         touchpoints,
         order.version,
+        reporting.currency,
+        reporting_total,
+        reporting_total - reporting.net_revenue,
+        reporting.net_revenue,
+        reporting.rate,
+        reporting.rate_date,
     )
 
 
@@ -244,6 +293,7 @@ def _with_retractions(order: OrderRecord, current: list[CreditRow]) -> list[Emit
             order.version,
             deleted=True,
             policy="",
+            reporting=NOT_CONVERTED,
         )
         for model, touchpoint_event_id in sorted(_key_pairs(order.emitted_keys) - live_keys)
     ]
@@ -380,8 +430,10 @@ def _update_order(journey: Journey, command: OrderUpdated, rules: Rules) -> list
             return []
         order = OrderRecord(facts)
         journey.orders[facts.order_id] = order
-    # The ledger's snapshot is the whole truth about refunds: a refund accepted before may
-    # be refused once an earlier one arrives late and the two exceed the total.
+    # The ledger's snapshot is the whole truth about the order (its rate may have been locked
+    # since) and its refunds: a refund accepted before may be refused once an earlier one
+    # arrives late and the two exceed the total.
+    order.facts = facts
     order.refunds = command.refunds
     order.codes += _unseen(command.codes, order.codes)
     rows = restate(journey, order, rules, force=True)

@@ -13,6 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from attribution.messages import (
+    LockRate,
     OrderCommand,
     OrderFacts,
     OrderUpdated,
@@ -89,7 +90,7 @@ def apply_to_ledger(
     Refunds that arrive before their order are held and judged when it arrives; every
     command on a known order forwards the whole snapshot, so redelivery is harmless.
     """
-    if ledger is None and isinstance(command, ReassignOrder):
+    if ledger is None and isinstance(command, (ReassignOrder, LockRate)):
         return None, []  # the order was already forgotten: nothing of the customer is left
     if ledger is None:
         ledger = Ledger(order_key(command))
@@ -99,6 +100,12 @@ def apply_to_ledger(
                 ledger.order = order
             elif ledger.order.event_id != order.event_id:
                 ledger.ignored_duplicate_orders += 1
+            elif ledger.order.fx is None and order.fx is not None:
+                ledger.order = replace(ledger.order, fx=order.fx)
+        case LockRate(_, fx):
+            # A rate is locked once: the first one known is the order's for good.
+            if ledger.order is not None and ledger.order.fx is None:
+                ledger.order = replace(ledger.order, fx=fx)
         case RequestRefund(refund):
             ledger.refunds.setdefault(refund.event_id, refund)
         case RedeemCode(_, touchpoint):

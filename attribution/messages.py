@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
+
+from attribution.fx import LockedRate
 
 Wire = dict[str, Any]
 
@@ -22,6 +24,15 @@ def _time(value: str) -> datetime:
 
 def _optional_time(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
+
+
+def _rate_to_wire(fx: LockedRate) -> list[str]:
+    return [fx.reporting_currency, str(fx.rate), fx.published_on.isoformat()]
+
+
+def _rate_from_wire(wire: list[str]) -> LockedRate:
+    currency, rate, published_on = wire
+    return LockedRate(currency, Decimal(rate), date.fromisoformat(published_on))
 
 
 def one_copy(text: str) -> str:
@@ -91,9 +102,11 @@ class OrderFacts:
     occurred_at: datetime
     currency: str
     total: Decimal
+    fx: LockedRate | None = None
+    """The rate into the reporting currency, locked once known; None until it is published."""
 
     def to_wire(self) -> Wire:
-        return {
+        wire: Wire = {
             "e": self.event_id,
             "o": self.order_id,
             "u": self.customer_id,
@@ -101,11 +114,21 @@ class OrderFacts:
             "cur": self.currency,
             "total": str(self.total),
         }
+        if self.fx is not None:
+            wire["fx"] = _rate_to_wire(self.fx)
+        return wire
 
     @classmethod
     def from_wire(cls, wire: Wire) -> OrderFacts:
+        fx = wire.get("fx")
         return cls(
-            wire["e"], wire["o"], wire["u"], _time(wire["t"]), wire["cur"], Decimal(wire["total"])
+            wire["e"],
+            wire["o"],
+            wire["u"],
+            _time(wire["t"]),
+            wire["cur"],
+            Decimal(wire["total"]),
+            None if fx is None else _rate_from_wire(fx),
         )
 
 
@@ -167,6 +190,14 @@ class PlaceOrder:
 @dataclass(frozen=True, slots=True)
 class RequestRefund:
     refund: RefundFacts
+
+
+@dataclass(frozen=True, slots=True)
+class LockRate:
+    """The rate of an order whose rate was not published when it arrived."""
+
+    order_id: str
+    fx: LockedRate
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,11 +268,11 @@ class ForgetVisitor:
 
 
 VisitorCommand = VisitorClick | VisitorLink | ForgetVisitor
-OrderCommand = PlaceOrder | RequestRefund | RedeemCode | ReassignOrder
+OrderCommand = PlaceOrder | RequestRefund | RedeemCode | ReassignOrder | LockRate
 JourneyCommand = TouchpointsArrived | OrderUpdated | EraseCustomer | AdoptJourney
 Command = VisitorCommand | OrderCommand | JourneyCommand
 VISITOR_COMMANDS = (VisitorClick, VisitorLink, ForgetVisitor)
-ORDER_COMMANDS = (PlaceOrder, RequestRefund, RedeemCode, ReassignOrder)
+ORDER_COMMANDS = (PlaceOrder, RequestRefund, RedeemCode, ReassignOrder, LockRate)
 JOURNEY_COMMANDS = (TouchpointsArrived, OrderUpdated, EraseCustomer, AdoptJourney)
 
 
@@ -302,6 +333,8 @@ def command_to_wire(command: Command) -> Wire:
             return {"kind": "adopt", "p": pseudonym, "j": journey}
         case ReassignOrder(order_id, customer_id):
             return {"kind": "reassign_order", "o": order_id, "u": customer_id}
+        case LockRate(order_id, fx):
+            return {"kind": "lock_rate", "o": order_id, "fx": _rate_to_wire(fx)}
         case ForgetVisitor(visitor_id):
             return {"kind": "forget_visitor", "v": visitor_id}
     raise TypeError(f"not a pipeline command: {command!r}")
@@ -338,6 +371,8 @@ def command_from_wire(wire: Wire) -> Command:
             return AdoptJourney(wire["p"], wire["j"])
         case "reassign_order":
             return ReassignOrder(wire["o"], wire["u"])
+        case "lock_rate":
+            return LockRate(wire["o"], _rate_from_wire(wire["fx"]))
         case "forget_visitor":
             return ForgetVisitor(wire["v"])
     raise ValueError(f"unknown command kind {wire['kind']!r}")

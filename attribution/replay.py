@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import TypeVar
 
 from attribution.catalog import Catalog
+from attribution.fx import LockedRate
 from attribution.identity import Visitor, VisitorOutput, apply_to_visitor, visitor_expires_at
 from attribution.journey import Journey, JourneyOutput, apply_to_journey, journey_expires_at
 from attribution.lateness import LatenessTracker
@@ -24,11 +25,19 @@ from attribution.messages import (
     VISITOR_COMMANDS,
     Command,
     EraseCustomer,
+    LockRate,
     customer_key,
     order_key,
 )
 from attribution.routing import route_event
-from attribution.rows import CreditRow, IdentityConflict, IdentityLinked, Rejection, Row
+from attribution.rows import (
+    CreditRow,
+    IdentityConflict,
+    IdentityLinked,
+    OrderRow,
+    Rejection,
+    Row,
+)
 from attribution.rules import Rules
 from schemas.events import Event
 
@@ -55,6 +64,7 @@ class LocalPipeline:
     ledgers: dict[str, Ledger] = field(default_factory=dict)
     journeys: dict[str, Journey] = field(default_factory=dict)
     credits: dict[CreditKey, CreditRow] = field(default_factory=dict)
+    orders: dict[str, OrderRow] = field(default_factory=dict)
     rejections: list[Rejection] = field(default_factory=list)
     identity_conflicts: int = 0
     late_events: Counter[str] = field(default_factory=Counter)
@@ -71,6 +81,10 @@ class LocalPipeline:
         routed = route_event(event, self.catalog)
         self._emit(routed.rows)
         self._run([*routed.to_visitors, *routed.to_orders])
+
+    def lock_rate(self, order_id: str, rate: LockedRate) -> None:
+        """What the worker does when the rate of an order that was waiting for it is published."""
+        self._run([LockRate(order_id, rate)])
 
     def erase(self, customer_id: str, pseudonym: str, visitor_ids: tuple[str, ...] = ()) -> None:
         """`attribution erase`: the customer's personal data leaves every stage."""
@@ -130,11 +144,19 @@ class LocalPipeline:
                 known = self.credits.get(key)
                 if known is None or row.version >= known.version:
                     self.credits[key] = row
+            elif isinstance(row, OrderRow):
+                known_order = self.orders.get(row.order_id)
+                if known_order is None or row.version >= known_order.version:
+                    self.orders[row.order_id] = row
 
     def final_credits(self) -> list[CreditRow]:
         """Live credit rows, ordered by order, model and journey position."""
         live = (row for row in self.credits.values() if not row.is_deleted)
         return sorted(live, key=lambda row: (row.order_id, row.model, row.position))
+
+    def final_orders(self) -> list[OrderRow]:
+        """The newest version of every order, ordered by order id."""
+        return sorted(self.orders.values(), key=lambda row: row.order_id)
 
 
 State = TypeVar("State")

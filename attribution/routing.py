@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC
 
 from attribution.catalog import Catalog, resolve_click, resolve_code
 from attribution.messages import (
@@ -139,6 +140,9 @@ def route_event(event: Event, catalog: Catalog, pii_key: bytes = b"") -> Routed:
                         event.occurred_at,
                         event.currency,
                         event.total,
+                        catalog.exchange_rate(
+                            event.currency, event.occurred_at.astimezone(UTC).date()
+                        ),
                     )
                 )
             )

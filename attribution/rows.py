@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, ClassVar
 
@@ -16,7 +16,7 @@ class _Row:
         record: dict[str, Any] = {"table": self.table}
         for column in fields(self):
             value = getattr(self, column.name)
-            if isinstance(value, datetime):
+            if isinstance(value, date):  # datetimes too
                 value = value.isoformat()
             elif isinstance(value, Decimal):
                 value = str(value)
@@ -51,6 +51,12 @@ class CreditRow(_Row):
     is_deleted: bool
     code_policy: str
     """The code policy that decided the row (attribution.rules.CodePolicy); '' on retractions."""
+    # The revenue credit in the reporting currency at the order's locked rate (section "many
+    # currencies" of docs/attribution.md); currency '' and amounts 0 while no rate is published.
+    reporting_currency: str
+    reporting_revenue_credit: Decimal
+    fx_rate: Decimal
+    fx_rate_date: date | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +72,12 @@ class OrderRow(_Row):
     net_revenue: Decimal
     touchpoints: int
     version: int
+    reporting_currency: str
+    reporting_total: Decimal
+    reporting_refunded: Decimal
+    reporting_net_revenue: Decimal
+    fx_rate: Decimal
+    fx_rate_date: date | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -10,6 +11,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from schemas.events import Currency, Id, Money, Timestamp
+from schemas.fx_rates import RateFileError, parse_ecb_rates
+
+FX_RATES_FILE = "fx_rates.csv"
 
 
 class CatalogError(ValueError):
@@ -100,6 +104,9 @@ class CatalogFiles(BaseModel):
     codes: list[CodeRow] = []
     links: list[LinkRow] = []
     contracts: list[ContractRow] = []
+    fx_rates: dict[date, dict[str, Decimal]] = {}
+    """Units per euro by publication date, from `fx_rates.csv` in the ECB's layout: added to
+    (and on the same dates, replacing) the history the worker ships with."""
 
 
 def _parse_file(path: Path, row_type: type[_Row]) -> list[Any]:
@@ -143,4 +150,11 @@ def read_catalog_dir(directory: Path) -> CatalogFiles:
         path = directory / file_name
         if path.exists():
             parsed[file_name.removesuffix(".csv")] = _parse_file(path, row_type)
+    rates_path = directory / FX_RATES_FILE
+    if rates_path.exists():
+        try:
+            fx_rates = parse_ecb_rates(rates_path.read_text(encoding="utf-8"))
+        except RateFileError as error:
+            raise CatalogError(FX_RATES_FILE, error.line, error.column, error.reason) from None
+        return CatalogFiles.model_validate({**parsed, "fx_rates": fx_rates})
     return CatalogFiles.model_validate(parsed)

@@ -6,14 +6,23 @@ from datetime import datetime
 from typing import Any
 
 from attribution.catalog import CreditTarget, InfluencerProfile, StaticCatalog, tier_for
+from attribution.fx import DEFAULT_REPORTING_CURRENCY, ExchangeRates
 from schemas.catalog import CatalogFiles
+from schemas.fx_rates import bundled_ecb_rates
 
 
 def _keys(namespace: str) -> tuple[str, str]:
     return f"{namespace}:catalog", f"{namespace}:catalog:version"
 
 
-def to_static_catalog(files: CatalogFiles) -> StaticCatalog:
+def exchange_rates(files: CatalogFiles, reporting_currency: str) -> ExchangeRates:
+    """The shipped ECB history with the catalog's newer or corrected rates on top."""
+    return ExchangeRates(reporting_currency, bundled_ecb_rates()).overlaid(files.fx_rates)
+
+
+def to_static_catalog(
+    files: CatalogFiles, reporting_currency: str = DEFAULT_REPORTING_CURRENCY
+) -> StaticCatalog:
     return StaticCatalog(
         influencers={
             row.influencer_id: InfluencerProfile(
@@ -28,6 +37,7 @@ def to_static_catalog(files: CatalogFiles) -> StaticCatalog:
             row.code.upper(): CreditTarget(row.influencer_id, row.campaign_id)
             for row in files.codes
         },
+        exchange_rates=exchange_rates(files, reporting_currency),
         code_policies={
             row.campaign_id: row.code_policy for row in files.campaigns if row.code_policy
         },
@@ -53,12 +63,15 @@ def publish_catalog(redis_url: str, namespace: str, files: CatalogFiles) -> int:
 class RedisCatalogCache:
     """A worker's local copy of the catalog, refreshed when the published version changes."""
 
-    def __init__(self, redis_url: str, namespace: str) -> None:
+    def __init__(
+        self, redis_url: str, namespace: str, reporting_currency: str = DEFAULT_REPORTING_CURRENCY
+    ) -> None:
         self._redis_url = redis_url
         self._catalog_key, self._version_key = _keys(namespace)
+        self._reporting_currency = reporting_currency
         self.version = -1
-        self.catalog = StaticCatalog()
         self.files = CatalogFiles()
+        self.catalog = to_static_catalog(self.files, reporting_currency)
 
     async def refresh(self) -> bool:
         import redis.asyncio as aioredis
@@ -72,14 +85,16 @@ class RedisCatalogCache:
         finally:
             await client.aclose()
         self.files = CatalogFiles.model_validate_json(raw) if raw else CatalogFiles()
-        self.catalog = to_static_catalog(self.files)
+        self.catalog = to_static_catalog(self.files, self._reporting_currency)
         self.version = version
         return True
 
 
-def catalog_rows(files: CatalogFiles, version: int, loaded_at: datetime) -> list[dict[str, Any]]:
-    """The catalog as rows of the ClickHouse dimension tables, all at `version`
-    (the `catalog_*` views show the newest version only)."""
+def catalog_rows(
+    files: CatalogFiles, version: int, loaded_at: datetime, rates: ExchangeRates
+) -> list[dict[str, Any]]:
+    """The catalog as rows of the ClickHouse dimension tables, all at `version` (the `catalog_*`
+    views show the newest version only), and the exchange rates in force with it."""
     rows: list[dict[str, Any]] = [
         {"table": "catalog_versions", "catalog_version": version, "loaded_at": loaded_at}
     ]
@@ -109,4 +124,19 @@ def catalog_rows(files: CatalogFiles, version: int, loaded_at: datetime) -> list
         rows += [
             {"table": table, "catalog_version": version, **row.model_dump()} for row in file_rows
         ]
-    return rows
+    return rows + fx_rate_rows(rates)
+
+
+def fx_rate_rows(rates: ExchangeRates) -> list[dict[str, Any]]:
+    """Every published rate into the reporting currency, for the views that convert contract
+    money (`campaign_fx`); orders carry their own locked rate."""
+    return [
+        {
+            "table": "fx_rates",
+            "currency": currency,
+            "published_on": published_on,
+            "rate": rate,
+            "reporting_currency": rates.reporting_currency,
+        }
+        for published_on, currency, rate in rates.cross_rates()
+    ]

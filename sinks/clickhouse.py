@@ -18,7 +18,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
@@ -226,6 +226,10 @@ def _decimal(value: str) -> Decimal:
     return Decimal(value)
 
 
+def _day(value: str | None) -> date | None:
+    return None if value is None else date.fromisoformat(value)
+
+
 _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "touchpoint_at": _time,
     "order_at": _time,
@@ -236,6 +240,12 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "total": _decimal,
     "refunded": _decimal,
     "net_revenue": _decimal,
+    "reporting_revenue_credit": _decimal,
+    "reporting_total": _decimal,
+    "reporting_refunded": _decimal,
+    "reporting_net_revenue": _decimal,
+    "fx_rate": _decimal,
+    "fx_rate_date": _day,
     "amount": _decimal,
     "unit_price": _decimal,
     "is_deleted": int,

@@ -314,6 +314,104 @@ CODE_POLICIES = (
     catalog_view("campaigns", "CREATE OR REPLACE VIEW"),
 )
 
+# Many currencies, one report: orders and credits carry their amounts in the reporting currency at
+# the rate locked for the order; contract money converts at the rate of its campaign's start.
+REPORTING_CURRENCY = (
+    *(
+        f"ALTER TABLE credits ADD COLUMN IF NOT EXISTS {column}"
+        for column in (
+            "reporting_currency LowCardinality(String) DEFAULT ''",
+            "reporting_revenue_credit Decimal(38, 4) DEFAULT 0",
+            "fx_rate Decimal(38, 20) DEFAULT 0",
+            "fx_rate_date Nullable(Date)",
+        )
+    ),
+    *(
+        f"ALTER TABLE orders ADD COLUMN IF NOT EXISTS {column}"
+        for column in (
+            "reporting_currency LowCardinality(String) DEFAULT ''",
+            "reporting_total Decimal(38, 4) DEFAULT 0",
+            "reporting_refunded Decimal(38, 4) DEFAULT 0",
+            "reporting_net_revenue Decimal(38, 4) DEFAULT 0",
+            "fx_rate Decimal(38, 20) DEFAULT 0",
+            "fx_rate_date Nullable(Date)",
+        )
+    ),
+    """
+    CREATE TABLE IF NOT EXISTS fx_rates (
+        currency LowCardinality(String),
+        published_on Date,
+        rate Decimal(38, 20),
+        reporting_currency LowCardinality(String),
+        written_at DateTime64(3, 'UTC') DEFAULT now64(3)
+    ) ENGINE = ReplacingMergeTree(written_at) ORDER BY (currency, published_on)
+    """,
+    """
+    CREATE OR REPLACE VIEW orders_missing_fx_rate AS
+    SELECT order_id, customer_id, order_at, currency, total, net_revenue
+    FROM orders FINAL WHERE reporting_currency = ''
+    """,
+    # The rate of the last publication on or before the campaign's first day.
+    """
+    CREATE OR REPLACE VIEW campaign_fx AS
+    SELECT k.campaign_id AS campaign_id, k.currency AS currency,
+           r.reporting_currency AS reporting_currency, r.rate AS rate,
+           r.published_on AS published_on
+    FROM catalog_campaigns AS k
+    ASOF INNER JOIN (SELECT * FROM fx_rates FINAL) AS r
+        ON r.currency = k.currency AND toDate(k.starts_at) >= r.published_on
+    """,
+    """
+    CREATE OR REPLACE VIEW credit_facts AS
+    SELECT c.order_id AS order_id, c.model AS model, c.order_at AS order_at,
+           c.customer_id AS customer_id, c.influencer_id AS influencer_id,
+           c.campaign_id AS campaign_id, c.tier AS tier, c.platform AS platform,
+           ifNull(k.category, '') AS category, c.reporting_currency AS currency,
+           c.credit AS credit, c.reporting_revenue_credit AS revenue_credit,
+           c.currency AS order_currency, c.revenue_credit AS order_revenue_credit,
+           o.reporting_total AS order_total, o.reporting_refunded AS order_refunded,
+           c.order_id IN (SELECT order_id FROM first_orders) AS new_customer
+    FROM (
+        SELECT * FROM credits FINAL
+        WHERE NOT is_deleted AND influencer_id != '' AND reporting_currency != ''
+    ) AS c
+    LEFT JOIN (SELECT order_id, reporting_total, reporting_refunded FROM orders FINAL) AS o
+        ON o.order_id = c.order_id
+    LEFT JOIN catalog_campaigns AS k ON k.campaign_id = c.campaign_id
+    """,
+    f"""
+    CREATE OR REPLACE VIEW contract_spend AS
+    SELECT t.influencer_id AS influencer_id, t.campaign_id AS campaign_id,
+           x.reporting_currency AS currency,
+           toDecimal128(t.fee_per_post * t.posts * x.rate, 4) AS post_fees,
+           toDecimal128(t.retainer * x.rate, 4) AS retainer,
+           toDecimal128(t.commission_rate * p.credited_revenue, 4) AS commission,
+           t.commission_model AS commission_model,
+           p.clicks AS clicks, p.credited_conversions AS credited_conversions,
+           p.credited_revenue AS credited_revenue,
+           multiIf(
+               t.bonus_metric = 'conversion_rate',
+               ifNull({ratio("100 * p.credited_conversions", "p.clicks")}, 0) > t.bonus_threshold,
+               t.bonus_metric = 'conversions', p.credited_conversions > t.bonus_threshold,
+               t.bonus_metric = 'revenue', p.credited_revenue > t.bonus_threshold * x.rate,
+               t.bonus_metric = 'clicks', p.clicks > t.bonus_threshold,
+               false
+           ) AS bonus_earned,
+           if(bonus_earned, toDecimal128(t.bonus_amount * x.rate, 4), toDecimal128(0, 4)) AS bonus,
+           toDecimal128(post_fees + retainer + commission + bonus, 4) AS spend
+    FROM catalog_contracts AS t
+    LEFT JOIN (
+        SELECT influencer_id, campaign_id, model, sum(clicks) AS clicks,
+               sum(credited_conversions) AS credited_conversions,
+               sum(credited_revenue) AS credited_revenue
+        FROM kpi_daily
+        GROUP BY influencer_id, campaign_id, model
+    ) AS p ON p.influencer_id = t.influencer_id AND p.campaign_id = t.campaign_id
+        AND p.model = t.commission_model
+    INNER JOIN campaign_fx AS x ON x.campaign_id = t.campaign_id
+    """,
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "raw events, credits, catalog dimensions", SCHEMA),
     Migration(2, "contracts name the model their commission is paid on", CONTRACT_MODEL),
@@ -327,6 +425,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(9, "payout statements of closed periods", PAYOUT_TABLES),
     Migration(10, "code-vs-link policy of each credit and campaign", CODE_POLICIES),
+    Migration(11, "reporting currency: amounts at locked rates, FX rates", REPORTING_CURRENCY),
 )
 
 

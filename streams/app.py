@@ -138,7 +138,9 @@ def create_topology(settings: Settings) -> Topology:
         visitors=table("visitors"),
         ledgers=table("ledgers"),
         journeys=table("journeys"),
-        catalog=RedisCatalogCache(settings.redis_url, settings.topic_prefix),
+        catalog=RedisCatalogCache(
+            settings.redis_url, settings.topic_prefix, settings.reporting_currency
+        ),
         clickhouse=ClickHouseHandle(settings.clickhouse),
         metrics=Metrics(CollectorRegistry()),
     )

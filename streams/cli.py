@@ -18,7 +18,7 @@ from attribution.catalog import StaticCatalog
 from attribution.payouts import Period, Statement
 from attribution.replay import LocalPipeline
 from attribution.rows import CreditRow
-from schemas.catalog import CatalogError, read_catalog_dir
+from schemas.catalog import CatalogError, CatalogFiles, read_catalog_dir
 from schemas.events import Event, InvalidEvent, decode_event
 from streams.settings import Settings
 
@@ -90,16 +90,17 @@ def write_credits_csv(rows: Sequence[CreditRow], out: Path) -> None:
         writer.writerows(credit_record(row) for row in rows)
 
 
-def _load_catalog(directory: Path | None) -> StaticCatalog:
+def _load_catalog(directory: Path | None, reporting_currency: str) -> StaticCatalog:
     from sinks.catalog_store import to_static_catalog
 
-    if directory is None:
-        return StaticCatalog()
-    return to_static_catalog(read_catalog_dir(directory))
+    files = CatalogFiles() if directory is None else read_catalog_dir(directory)
+    return to_static_catalog(files, reporting_currency)
 
 
 def _replay(settings: Settings, events: Path, catalog_dir: Path | None, out: Path) -> int:
-    pipeline = LocalPipeline(_load_catalog(catalog_dir), settings.rules)
+    pipeline = LocalPipeline(
+        _load_catalog(catalog_dir, settings.reporting_currency), settings.rules
+    )
     errors: list[str] = []
     pipeline.feed_all(read_events(events, errors))
     for rejection in pipeline.rejections:

@@ -182,6 +182,12 @@ class Metrics:
             "Orders whose credit was restated at least once (final version above 1).",
             registry=registry,
         )
+        self.orders_missing_fx_rate = Gauge(
+            "attribution_orders_missing_fx_rate",
+            "Orders attributed in their own currency only, waiting for their day's exchange rate "
+            "(the view orders_missing_fx_rate; at most 10,000 are counted per check).",
+            registry=registry,
+        )
         self.campaign_clicks = Gauge(
             "attribution_campaign_clicks",
             "Influencer clicks of each live campaign.",

@@ -9,7 +9,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from attribution.rules import Rules
+from attribution.fx import DEFAULT_REPORTING_CURRENCY
+from attribution.rules import CodePolicy, Rules
+from schemas.events import Currency
 
 ENV_PREFIX = "ATTRIBUTION_"
 
@@ -49,6 +51,12 @@ class Settings(BaseModel):
     refund_window_days: float = 180
     max_touchpoints: int = 50
     allowed_lateness_days: float = 14
+    # What a promo code does when the journey also has influencer clicks (docs/attribution.md);
+    # a campaign's `code_policy` column in campaigns.csv overrides it for that campaign's codes.
+    code_policy: CodePolicy = CodePolicy.CODE_AS_LAST_TOUCH
+    # The one currency of every KPI view and payout; each order is converted at the ECB rate of
+    # its day (docs/attribution.md#many-currencies).
+    reporting_currency: Currency = DEFAULT_REPORTING_CURRENCY
     sink_batch_rows: int = 20000
     sink_batch_seconds: float = 1.0
     # A flush per this many events (ingest) or commands (stages), and at least every
@@ -56,6 +64,8 @@ class Settings(BaseModel):
     stage_batch_events: int = 1000
     stage_batch_seconds: float = 0.05
     catalog_refresh_seconds: float = 2.0
+    # How often orders still waiting for their day's exchange rate are checked again.
+    fx_retry_seconds: float = 60.0
     sweep_interval_seconds: float = 60.0
     lag_interval_seconds: float = 5.0
     business_metrics_seconds: float = 30.0
@@ -105,6 +115,7 @@ class Settings(BaseModel):
             max_touchpoints=self.max_touchpoints,
             identity_retention=timedelta(days=self.identity_retention_days),
             allowed_lateness=timedelta(days=self.allowed_lateness_days),
+            code_policy=self.code_policy,
         )
 
     @property

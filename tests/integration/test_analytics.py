@@ -21,7 +21,7 @@ from attribution.rows import Row
 from attribution.rules import Rules
 from schemas.catalog import read_catalog_dir
 from schemas.events import decode_event
-from sinks.catalog_store import catalog_rows, to_static_catalog
+from sinks.catalog_store import catalog_rows, exchange_rates, to_static_catalog
 from sinks.clickhouse import ClickHouseWriter, connect
 from sinks.migrations import MIGRATIONS, migrate
 from tests.integration.helpers import EXAMPLES
@@ -129,7 +129,9 @@ def analytics(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseWr
     wire = [row.to_wire() for row in emitted]
     for _ in range(2):  # the same rows delivered twice
         writer.insert_now(wire)
-    writer.insert_now(catalog_rows(files, 1, datetime(2026, 3, 1, tzinfo=UTC)))
+    writer.insert_now(
+        catalog_rows(files, 1, datetime(2026, 3, 1, tzinfo=UTC), exchange_rates(files, "USD"))
+    )
     yield writer
 
 

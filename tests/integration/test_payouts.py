@@ -24,7 +24,7 @@ from attribution.rows import Row
 from attribution.rules import Rules
 from schemas.catalog import CatalogFiles
 from schemas.events import decode_event
-from sinks.catalog_store import catalog_rows, to_static_catalog
+from sinks.catalog_store import catalog_rows, exchange_rates, to_static_catalog
 from sinks.clickhouse import ClickHouseWriter, connect
 from sinks.migrations import migrate
 from sinks.payouts import PayoutReport, run_payouts
@@ -149,7 +149,11 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
     try:
         migrate(client)
         writer = ClickHouseWriter(client)
-        writer.insert_now(catalog_rows(CATALOG, 1, datetime(2026, 9, 1, tzinfo=UTC)))
+        writer.insert_now(
+            catalog_rows(
+                CATALOG, 1, datetime(2026, 9, 1, tzinfo=UTC), exchange_rates(CATALOG, "USD")
+            )
+        )
         emitted: list[Row] = []
         pipeline = LocalPipeline(to_static_catalog(CATALOG), Rules(), on_rows=emitted.extend)
 
