@@ -13,11 +13,12 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, ROUND_FLOOR, ROUND_HALF_EVEN, Context, Decimal, localcontext
 from typing import Literal
 
+from attribution.fx import LockedRate
 from attribution.money import currency_quantum
 from schemas.catalog import CampaignRow, ContractRow
 
@@ -132,6 +133,10 @@ class PayoutInputs:
     campaigns: Mapping[str, CampaignRow]
     credited: Sequence[Credited]
     clicks: Mapping[tuple[str, str], int]
+    campaign_rates: Mapping[str, LockedRate] = field(default_factory=dict)
+    """The rate of each campaign's start into the reporting currency (the view `campaign_fx`):
+    its fees, retainer, bonus and revenue threshold are paid in the reporting currency, like
+    the commission. A campaign without one pays them in its own currency."""
 
 
 @dataclass(frozen=True)
@@ -227,17 +232,27 @@ def _dues(inputs: PayoutInputs) -> Iterator[_Due]:
             campaign = inputs.campaigns.get(campaign_id)
             if campaign is None:
                 continue
-            key = (influencer, campaign.currency)
+            rate = inputs.campaign_rates.get(campaign_id)
+            if rate is None:
+                key, factor = (influencer, campaign.currency), Decimal(1)
+            else:
+                key, factor = (influencer, rate.reporting_currency), rate.rate
             starts = Period.containing(campaign.starts_at)
-            fees = contract.fee_per_post * contract.posts
+            fees = contract.fee_per_post * contract.posts * factor
             yield _Due(starts, key, campaign_id, "post_fees", "", fees)
-            yield _Due(starts, key, campaign_id, "retainer", "", contract.retainer)
+            yield _Due(starts, key, campaign_id, "retainer", "", contract.retainer * factor)
             clicks = inputs.clicks.get((influencer, campaign_id), 0)
             conversions = sum((row.conversions for row in own), Decimal(0))
             revenue = sum((row.revenue for row in own), Decimal(0))
+            if contract.bonus_metric == "revenue":
+                # The threshold is in the campaign's currency, the credited revenue is not.
+                contract = contract.model_copy(
+                    update={"bonus_threshold": contract.bonus_threshold * factor}
+                )
             if bonus_earned(contract, clicks, conversions, revenue):
                 ends = Period.containing(campaign.ends_at)
-                yield _Due(ends, key, campaign_id, "bonus", model, contract.bonus_amount)
+                bonus = contract.bonus_amount * factor
+                yield _Due(ends, key, campaign_id, "bonus", model, bonus)
 
 
 def first_due(inputs: PayoutInputs) -> Period | None:

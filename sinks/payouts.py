@@ -16,6 +16,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
+from attribution.fx import LockedRate
 from attribution.money import currency_quantum
 from attribution.payouts import (
     Closing,
@@ -31,7 +32,8 @@ from attribution.payouts import (
 from schemas.catalog import CampaignRow, ContractRow
 
 # The commission base: revenue credited per influencer, campaign, model and period, read from
-# these columns of `credit_facts` and nowhere else. Amounts are in `COMMISSION_CURRENCY`.
+# these columns of `credit_facts` and nowhere else: the reporting currency and the amounts in it
+# (orders still waiting for their exchange rate are not in `credit_facts` yet).
 COMMISSION_REVENUE = "revenue_credit"
 COMMISSION_CURRENCY = "currency"
 
@@ -154,7 +156,14 @@ def read_inputs(client: Client) -> PayoutInputs:
             """,
         )
     }
-    return PayoutInputs(contracts, campaigns, credited, clicks)
+    campaign_rates = {
+        row["campaign_id"]: LockedRate(row["reporting_currency"], row["rate"], row["published_on"])
+        for row in _rows(
+            client,
+            "SELECT campaign_id, reporting_currency, rate, published_on FROM campaign_fx",
+        )
+    }
+    return PayoutInputs(contracts, campaigns, credited, clicks, campaign_rates)
 
 
 def last_closed_period(client: Client) -> Period | None:

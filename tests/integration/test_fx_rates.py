@@ -1,0 +1,83 @@
+"""An order placed on a day whose exchange rate is not published yet is attributed in its own
+currency at once, waits in `orders_missing_fx_rate`, and is converted by the running worker when
+`attribution catalog load` brings an `fx_rates.csv` with that day."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from streams.settings import Settings
+from streams.worker_process import WorkerProcess
+from tests.integration.helpers import click, feed
+from tests.integration.test_catalog_load import load
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+# Far in the future: no shipped ECB history reaches it, whenever the suite runs.
+ORDER_DAY = "2099-01-05"
+
+
+@pytest.fixture
+def fast_fx_worker(isolated_settings: Settings, tmp_path: Path) -> Iterator[WorkerProcess]:
+    settings = isolated_settings.model_copy(update={"fx_retry_seconds": 0.5})
+    process = WorkerProcess(settings, tmp_path / "worker.log")
+    process.start()
+    yield process
+    process.stop()
+
+
+def test_a_waiting_order_is_converted_when_its_days_rate_is_loaded(
+    fast_fx_worker: WorkerProcess, tmp_path: Path
+) -> None:
+    worker = fast_fx_worker
+    settings = worker.settings
+    order = {
+        "type": "order",
+        "event_id": "o1",
+        "occurred_at": f"{ORDER_DAY}T10:00:00Z",
+        "order_id": "O1",
+        "customer_id": "u1",
+        "currency": "EUR",
+        "total": "80.00",
+    }
+    anna = click(
+        "k1", url="https://s/", influencer_id="anna", campaign_id="spring", customer_id="u1"
+    )
+    anna["occurred_at"] = f"{ORDER_DAY}T09:00:00Z"
+    feed(settings, [json.dumps(anna).encode(), json.dumps(order).encode()])
+
+    in_own_currency = "SELECT toString(revenue_credit), reporting_currency FROM credits FINAL "
+    in_own_currency += "WHERE model = 'linear' AND NOT is_deleted"
+    wait_until(
+        lambda: worker.sql(in_own_currency) == [["80", ""]],
+        timeout=60,
+        what="the order credited in EUR, with no reporting amount yet",
+    )
+    wait_until(
+        lambda: worker.metric("attribution_orders_missing_fx_rate") == 1,
+        timeout=60,
+        what="the waiting order counted",
+    )
+    assert worker.sql("SELECT order_id FROM orders_missing_fx_rate") == [["O1"]]
+
+    catalog = tmp_path / "catalog"
+    catalog.mkdir()
+    (catalog / "fx_rates.csv").write_text(f"Date,USD,\n{ORDER_DAY},1.2500,\n")
+    loaded = load(settings, catalog)
+    assert loaded.returncode == 0, loaded.stderr
+
+    converted = "SELECT toString(reporting_revenue_credit), reporting_currency, "
+    converted += (
+        "toString(fx_rate_date) FROM credits FINAL WHERE model = 'linear' AND NOT is_deleted"
+    )
+    wait_until(
+        lambda: worker.sql(converted) == [["100", "USD", ORDER_DAY]],
+        timeout=60,
+        what="80.00 EUR converted at 1.25 to 100.00 USD once the day's rate was loaded",
+    )
+    assert worker.sql("SELECT count() FROM orders_missing_fx_rate") == [[0]]
