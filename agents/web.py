@@ -6,11 +6,15 @@ The embedded engine allows one process per data dir, so while a worker runs,
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
 from typing import Any
 
 from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
+from attribution.payouts import Period
+from sinks.payouts import report_wire, run_payouts
 from streams.app import Topology
 
 READ_ONLY_PREFIXES = ("select", "with", "show", "describe", "desc", "explain", "exists")
@@ -43,6 +47,26 @@ def register(topology: Topology) -> None:
 
     if not topology.owns_clickhouse:
         return
+
+    @app.page("/payouts")
+    class Payouts(View):
+        """`attribution payouts` while this worker holds the engine: it closes the periods due
+        and reports a month's statements (body: {"period": "YYYY-MM", "as_of": ISO 8601})."""
+
+        async def post(self, request: Request) -> Response:
+            try:
+                body = json.loads(await request.text())
+                period = Period.parse(body["period"])
+                as_of = datetime.fromisoformat(body["as_of"])
+                if as_of.tzinfo is None:
+                    raise ValueError("as_of needs its UTC offset")
+            except (ValueError, KeyError, TypeError) as error:
+                return self.json({"error": f"bad request: {error}"}, status=400)
+            lock_days = topology.settings.payout_lock_days
+            report = await topology.clickhouse.writer().with_client(
+                lambda client: run_payouts(client, period, as_of, lock_days)
+            )
+            return self.json(report_wire(report))
 
     @app.page("/sql")
     class ReadOnlySql(View):

@@ -314,6 +314,15 @@ class ClickHouseWriter:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._thread, lambda: function(*args, **kwargs))
 
+    async def with_client(self, function: Callable[[Client], Result]) -> Result:
+        """`function(client)` on the writer's thread, alone on the engine's session."""
+
+        def locked() -> Result:
+            with self._lock:
+                return function(self._client)
+
+        return await self.call(locked)
+
     async def insert(self, rows: Sequence[dict[str, Any]]) -> int:
         return await self.call(self.insert_now, rows)
 

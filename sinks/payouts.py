@@ -9,6 +9,7 @@ closes the period again. Two runs must not close at once (run one daily cron job
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -282,3 +283,36 @@ def run_payouts(client: Client, period: Period, as_of: datetime, lock_days: int)
         statements,
         [closing.period for closing in closings],
     )
+
+
+PAYOUT_COLUMNS = (
+    "period",
+    "status",
+    "influencer_id",
+    "currency",
+    "campaign_id",
+    "kind",
+    "commission_model",
+    "amount",
+)
+
+
+def statement_records(statements: Sequence[Statement]) -> Iterator[list[str]]:
+    """One CSV record per line of each statement, then one of kind `total`."""
+    for statement in statements:
+        status = "closed" if statement.closed else "open"
+        head = [statement.period.name, status, statement.influencer_id, statement.currency]
+        for line in statement.lines:
+            yield [*head, line.campaign_id, line.kind, line.commission_model, str(line.amount)]
+        yield [*head, "", "total", "", str(statement.total)]
+
+
+def report_wire(report: PayoutReport) -> dict[str, Any]:
+    """The report as JSON: how a worker serves it and what the command prints or writes."""
+    return {
+        "period": report.period.name,
+        "closed": report.closed,
+        "lock_date": report.lock_date.isoformat(),
+        "closed_now": [period.name for period in report.closed_now],
+        "lines": list(statement_records(report.statements)),
+    }

@@ -15,11 +15,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from attribution.catalog import StaticCatalog
-from attribution.payouts import Period, Statement
+from attribution.messages import Wire
+from attribution.payouts import Period
 from attribution.replay import LocalPipeline
 from attribution.rows import CreditRow
 from schemas.catalog import CatalogError, CatalogFiles, read_catalog_dir
 from schemas.events import Event, InvalidEvent, decode_event
+from sinks.payouts import PAYOUT_COLUMNS
 from streams.settings import Settings
 
 CREDIT_COLUMNS = (
@@ -230,18 +232,6 @@ def _erase(settings: Settings, customer_id: str) -> int:
     return 0
 
 
-PAYOUT_COLUMNS = (
-    "period",
-    "status",
-    "influencer_id",
-    "currency",
-    "campaign_id",
-    "kind",
-    "commission_model",
-    "amount",
-)
-
-
 def payout_period(text: str) -> Period:
     try:
         return Period.parse(text)
@@ -260,70 +250,70 @@ def aware_time(text: str) -> datetime:
     return instant
 
 
-def statement_records(statements: Sequence[Statement]) -> Iterator[list[str]]:
-    """One CSV record per line of each statement, then one of kind `total`."""
-    for statement in statements:
-        status = "closed" if statement.closed else "open"
-        head = [statement.period.name, status, statement.influencer_id, statement.currency]
-        for line in statement.lines:
-            yield [*head, line.campaign_id, line.kind, line.commission_model, str(line.amount)]
-        yield [*head, "", "total", "", str(statement.total)]
+def print_statements(report: Wire) -> None:
+    """A report's statements as a reader wants them: one block per influencer and currency."""
+    current: tuple[str, ...] = ()
+    for _, status, influencer, currency, campaign, kind, model, amount in report["lines"]:
+        if (influencer, currency) != current[:2]:
+            current = (influencer, currency)
+            print(f"\n{influencer}  {currency}  {status}")
+        label = kind.replace("_", " ") + (f" ({model})" if model else "")
+        print(f"  {campaign:<24} {label:<32} {amount:>14}")
 
 
-def print_statement(statement: Statement) -> None:
-    status = "closed" if statement.closed else "open"
-    print(f"\n{statement.influencer_id}  {statement.currency}  {status}")
-    for line in statement.lines:
-        label = line.kind.replace("_", " ")
-        if line.commission_model:
-            label += f" ({line.commission_model})"
-        print(f"  {line.campaign_id:<24} {label:<32} {line.amount:>14}")
-    print(f"  {'':<24} {'total':<32} {statement.total:>14}")
+def payouts_report(settings: Settings, period: Period, as_of: datetime) -> Wire:
+    """Through the worker when one serves the embedded engine (it closes the periods due on its
+    own engine), else directly."""
+    request = urllib.request.Request(
+        f"http://{settings.web_host}:{settings.web_port}/payouts",
+        data=json.dumps({"period": period.name, "as_of": as_of.isoformat()}).encode(),
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            served: Wire = json.loads(response.read())
+            return served
+    except urllib.error.HTTPError as error:
+        raise RuntimeError(json.loads(error.read())["error"]) from None
+    except (urllib.error.URLError, ConnectionError):
+        pass
+    from sinks.clickhouse import connect
+    from sinks.migrations import migrate
+    from sinks.payouts import report_wire, run_payouts
+
+    client = connect(settings.clickhouse)
+    try:
+        migrate(client)
+        return report_wire(run_payouts(client, period, as_of, settings.payout_lock_days))
+    finally:
+        client.close()
 
 
 def _payouts(settings: Settings, period: Period, as_of: datetime | None, out: Path | None) -> int:
-    from clickhouse_connect.driver.exceptions import DatabaseError
-
-    from sinks.clickhouse import connect
-    from sinks.migrations import migrate
-    from sinks.payouts import run_payouts
-
     try:
-        client = connect(settings.clickhouse)
-    except DatabaseError as error:
-        # The embedded engine opens in one process at a time: a running worker holds it.
-        embedded = settings.clickhouse.startswith("chdb://")
-        hint = "; stop the worker that holds the embedded engine first" if embedded else ""
-        print(f"error: ClickHouse cannot be opened ({error}){hint}", file=sys.stderr)
+        report = payouts_report(settings, period, as_of or datetime.now(UTC))
+    except Exception as error:
+        print(f"error: {error}", file=sys.stderr)
         return 1
-    try:
-        migrate(client)
-        now = as_of or datetime.now(UTC)
-        report = run_payouts(client, period, now, settings.payout_lock_days)
-    finally:
-        client.close()
-    for closed in report.closed_now:
+    for closed in report["closed_now"]:
         print(f"closed {closed}", file=sys.stderr)
-    lock_date = report.lock_date.isoformat()
+    lock_date = report["lock_date"]
     status = (
         f"closed (lock date {lock_date})"
-        if report.closed
+        if report["closed"]
         else f"open (closes on the first run from {lock_date})"
     )
+    statements = sum(1 for line in report["lines"] if line[5] == "total")
     if out is not None:
         with out.open("w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(PAYOUT_COLUMNS)
-            writer.writerows(statement_records(report.statements))
-        print(
-            f"{len(report.statements)} statements of {period}, {status}, written to {out}",
-            file=sys.stderr,
-        )
+            writer.writerows(report["lines"])
+        print(f"{statements} statements of {period}, {status}, written to {out}", file=sys.stderr)
         return 0
     print(f"payouts {period}: {status}")
-    for statement in report.statements:
-        print_statement(statement)
-    if not report.statements:
+    print_statements(report)
+    if not statements:
         print("no statements")
     return 0
 

@@ -1,10 +1,15 @@
 """An order placed on a day whose exchange rate is not published yet is attributed in its own
 currency at once, waits in `orders_missing_fx_rate`, and is converted by the running worker when
-`attribution catalog load` brings an `fx_rates.csv` with that day."""
+`attribution catalog load` brings an `fx_rates.csv` with that day; and `attribution payouts` next to
+the running worker that holds the embedded engine."""
 
 from __future__ import annotations
 
+import csv
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -81,3 +86,53 @@ def test_a_waiting_order_is_converted_when_its_days_rate_is_loaded(
         what="80.00 EUR converted at 1.25 to 100.00 USD once the day's rate was loaded",
     )
     assert worker.sql("SELECT count() FROM orders_missing_fx_rate") == [[0]]
+
+
+def test_payouts_run_through_the_worker_that_holds_the_embedded_engine(
+    fast_fx_worker: WorkerProcess, tmp_path: Path
+) -> None:
+    """The embedded engine opens in one process: `attribution payouts` asks the running worker."""
+    worker = fast_fx_worker
+    settings = worker.settings
+    catalog = tmp_path / "catalog"
+    catalog.mkdir()
+    (catalog / "contracts.csv").write_text(
+        "influencer_id,campaign_id,fee_per_post,posts,retainer,commission_rate,"
+        "bonus_amount,bonus_metric,bonus_threshold\nanna,spring,0,0,0,0.10,0,,0\n"
+    )
+    assert load(settings, catalog).returncode == 0
+    worker.wait_for_catalog(1)
+    anna = click("k1", url="https://s/", influencer_id="anna", campaign_id="spring")
+    anna |= {"customer_id": "u1", "occurred_at": "2026-10-05T09:00:00Z"}
+    order = {
+        "type": "order",
+        "event_id": "o1",
+        "occurred_at": "2026-10-05T10:00:00Z",
+        "order_id": "O1",
+        "customer_id": "u1",
+        "currency": "USD",
+        "total": "80.00",
+    }
+    feed(settings, [json.dumps(anna).encode(), json.dumps(order).encode()])
+    wait_until(
+        lambda: worker.sql("SELECT count() FROM credit_facts WHERE model = 'last_click'") == [[1]],
+        timeout=60,
+        what="the order credited to anna",
+    )
+
+    out = tmp_path / "october.csv"
+    command = ["payouts", "--period", "2026-10", "--as-of", "2026-12-02T00:00:00Z"]
+    payouts = subprocess.run(
+        [sys.executable, "-m", "streams.cli", *command, "--out", str(out)],
+        env={**os.environ, **settings.as_env()},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert payouts.returncode == 0, payouts.stderr
+    assert "closed 2026-10" in payouts.stderr
+    with out.open(newline="") as handle:
+        lines = [(row["kind"], row["amount"]) for row in csv.DictReader(handle)]
+    assert lines == [("commission", "8.00"), ("total", "8.00")]  # 10% of 80.00
+    assert worker.sql("SELECT period FROM payout_periods FINAL") == [["2026-10"]]
