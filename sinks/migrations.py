@@ -18,6 +18,7 @@ from clickhouse_connect.driver.client import Client
 
 from attribution.benchmarks import CATEGORY_BENCHMARKS
 from sinks.clickhouse import SCHEMA, catalog_view
+from sinks.fraud_views import FRAUD_VIEWS
 from sinks.payouts import PAYOUT_TABLES
 
 MODELS_ARRAY = "['first_click', 'last_click', 'linear', 'position_based', 'time_decay']"
@@ -426,6 +427,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(9, "payout statements of closed periods", PAYOUT_TABLES),
     Migration(10, "code-vs-link policy of each credit and campaign", CODE_POLICIES),
     Migration(11, "reporting currency: amounts at locked rates, FX rates", REPORTING_CURRENCY),
+    Migration(12, "leak signals of promo codes, authenticity of creators", FRAUD_VIEWS),
 )
 
 
