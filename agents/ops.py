@@ -31,10 +31,15 @@ CAMPAIGN_CREDITS_SQL = """
     WHERE NOT is_deleted AND campaign_id IN {campaigns:Array(String)}
     GROUP BY campaign_id, model, currency
 """
+CODE_LEAK_SQL = """
+    SELECT code, campaign_id, redemptions, no_click_share, new_customer_share, spike_score
+    FROM code_leak_signals
+    WHERE day = {day:Date} AND campaign_id IN {campaigns:Array(String)}
+"""
 
 
 async def refresh_business_metrics(topology: Topology, now: datetime) -> None:
-    """Set the credited-revenue, restatement and live-campaign gauges from ClickHouse.
+    """Set the credited-revenue, restatement, live-campaign and promo-code gauges from ClickHouse.
 
     The queries run on the ClickHouse writer's thread, off the event loop; the gauges are all
     set afterwards in one step, so a scrape never sees them half cleared."""
@@ -49,10 +54,14 @@ async def refresh_business_metrics(topology: Topology, now: datetime) -> None:
     _, restated = await writer.read(RESTATED_SQL)
     click_rows: list[list[Any]] = []
     credit_rows: list[list[Any]] = []
+    code_rows: list[list[Any]] = []
     if live:
         campaigns = {"campaigns": sorted(live)}
         _, click_rows = await writer.read(CAMPAIGN_CLICKS_SQL, parameters=campaigns)
         _, credit_rows = await writer.read(CAMPAIGN_CREDITS_SQL, parameters=campaigns)
+        _, code_rows = await writer.read(
+            CODE_LEAK_SQL, parameters={**campaigns, "day": now.astimezone(UTC).date()}
+        )
 
     metrics.credited_revenue.clear()
     metrics.credited_conversions.clear()
@@ -71,10 +80,22 @@ async def refresh_business_metrics(topology: Topology, now: datetime) -> None:
         metrics.campaign_conversion_ratio,
         metrics.campaign_aov,
         metrics.campaign_start,
+        metrics.code_redemptions,
+        metrics.code_no_click_ratio,
+        metrics.code_new_customer_ratio,
+        metrics.code_leak_score,
     ):
         gauge.clear()
     if not live:
         return
+    for code, campaign_id, redemptions, no_click_share, new_customer_share, score in code_rows:
+        metrics.code_redemptions.labels(code, campaign_id).set(redemptions)
+        metrics.code_leak_score.labels(code, campaign_id).set(score)
+        # A share with nothing to divide by (no order arrived yet) is left unexported.
+        if no_click_share is not None:
+            metrics.code_no_click_ratio.labels(code, campaign_id).set(float(no_click_share))
+        if new_customer_share is not None:
+            metrics.code_new_customer_ratio.labels(code, campaign_id).set(float(new_customer_share))
     clicks = {campaign_id: int(count) for campaign_id, count in click_rows}
     conversions_by_model: dict[tuple[str, str], Decimal] = {}
     for campaign_id, model, currency, conversions, revenue in credit_rows:

@@ -1,13 +1,13 @@
 """Every Prometheus metric of the worker, in one place, on a registry passed in.
 
 Labels are bounded: event types, table names, dead-letter fields, topics and partitions,
-models, tiers, platforms, currencies, and the catalog's campaigns and categories. Never an
-order, customer or visitor id.
+models, tiers, platforms, currencies, and the catalog's campaigns, categories and promo codes.
+Never an order, customer or visitor id.
 
 Latencies start when the storefront event reached Kafka: its record timestamp is carried on
 every command and row it leads to (`occurred_at` can be days old for a late event).
 
-The business gauges (`attribution_credited_*`, `attribution_campaign_*`,
+The business gauges (`attribution_credited_*`, `attribution_campaign_*`, `attribution_code_*`,
 `attribution_restated_orders`) are read from ClickHouse's final state, so they are global,
 not per worker: aggregate them across workers with max(), never sum().
 """
@@ -210,6 +210,33 @@ class Metrics:
             "attribution_campaign_start_timestamp_seconds",
             "When each live campaign started (Unix time).",
             ["campaign", "category"],
+            registry=registry,
+        )
+        # Today's row of the view code_leak_signals for each code of a live campaign (UTC day).
+        self.code_redemptions = Gauge(
+            "attribution_code_redemptions",
+            "Orders that redeemed each promo code of a live campaign today (UTC).",
+            ["code", "campaign"],
+            registry=registry,
+        )
+        self.code_no_click_ratio = Gauge(
+            "attribution_code_no_click_ratio",
+            "Share of today's redemptions of a code whose order has no click of the code's "
+            "owner (0.9 is 90%; orders decided by code_wins and orders not arrived left out).",
+            ["code", "campaign"],
+            registry=registry,
+        )
+        self.code_new_customer_ratio = Gauge(
+            "attribution_code_new_customer_ratio",
+            "Share of today's redemptions of a code made on a customer's first order.",
+            ["code", "campaign"],
+            registry=registry,
+        )
+        self.code_leak_score = Gauge(
+            "attribution_code_leak_score",
+            "Robust spike score of today's redemptions of a code against its trailing 28 days: "
+            "(today - median) / (1.4826 x MAD), the scale floored at 1 redemption.",
+            ["code", "campaign"],
             registry=registry,
         )
         self.benchmark_conversion_ratio = Gauge(
