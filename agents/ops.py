@@ -10,6 +10,7 @@ from typing import Any
 from faust.web import Request, Response, View
 
 from attribution.kpis import average_order_value, conversion_rate
+from sinks.fraud_views import code_leak_select
 from streams.app import Topology
 
 log = logging.getLogger(__name__)
@@ -31,10 +32,11 @@ CAMPAIGN_CREDITS_SQL = """
     WHERE NOT is_deleted AND campaign_id IN {campaigns:Array(String)}
     GROUP BY campaign_id, model, currency
 """
-CODE_LEAK_SQL = """
+# The view's figures for one day, reading only the redemptions that day needs.
+CODE_LEAK_SQL = f"""
     SELECT code, campaign_id, redemptions, no_click_share, new_customer_share, spike_score
-    FROM code_leak_signals
-    WHERE day = {day:Date} AND campaign_id IN {campaigns:Array(String)}
+    FROM ({code_leak_select("{day:Date}")})
+    WHERE campaign_id IN {{campaigns:Array(String)}}
 """
 
 

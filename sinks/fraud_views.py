@@ -89,13 +89,25 @@ TIER_ENGAGEMENT_TABLE = (
     ),
 )
 
-# A redemption "has a click of the owner" when its order is credited, under any model, to a click
-# touchpoint of the code's influencer: the order's eligible clicks (lookback, restatement window)
-# are exactly its click touchpoints, and every one of them has a linear credit. Orders decided by
-# `code_wins` keep only their code touchpoint, so their clicks are unknown: they are left out of
-# the share, as are redemptions whose order has not arrived yet.
-CODE_LEAK_SIGNALS = f"""
-    CREATE OR REPLACE VIEW code_leak_signals AS
+
+def code_leak_select(on_day: str | None = None) -> str:
+    """The SELECT of `code_leak_signals`: every code and day, or only the SQL date `on_day`,
+    reading only the redemptions (and their orders' credits) that day's figures need."""
+    days = "" if on_day is None else f"AND toDate(occurred_at) = {on_day}"
+    trailing_days = (
+        ""
+        if on_day is None
+        else f"AND toDate(occurred_at) BETWEEN {on_day} - {LEAK_TRAILING_DAYS} AND {on_day}"
+    )
+    redeemed = f"SELECT order_id FROM code_redemptions WHERE known_code {days}"
+    # New customers: each customer's first order, as in the view first_orders, for the customers
+    # of the redeemed orders only.
+    # A redemption "has a click of the owner" when its order is credited, under any model, to a
+    # click touchpoint of the code's influencer: the order's eligible clicks (lookback,
+    # restatement window) are exactly its click touchpoints, and each has a linear credit. Orders
+    # decided by `code_wins` keep only their code touchpoint, so their clicks are unknown: they
+    # are left out of the share, as are redemptions whose order has not arrived yet.
+    return f"""
     SELECT d.day AS day, d.code AS code, d.influencer_id AS influencer_id,
            d.campaign_id AS campaign_id, d.redemptions AS redemptions,
            d.ordered AS ordered_redemptions, d.new_customers AS new_customer_redemptions,
@@ -127,19 +139,24 @@ CODE_LEAK_SIGNALS = f"""
                ) AS no_click
         FROM (
             SELECT order_id, occurred_at, code, influencer_id, campaign_id
-            FROM code_redemptions FINAL WHERE known_code
+            FROM code_redemptions FINAL WHERE known_code {days}
         ) AS r
         LEFT JOIN (
-            SELECT order_id, true AS stored,
-                   order_id IN (SELECT order_id FROM first_orders) AS first_order
+            SELECT order_id, true AS stored, order_id IN (
+                       SELECT argMin(order_id, order_at) FROM orders FINAL
+                       WHERE customer_id IN (
+                           SELECT customer_id FROM orders FINAL WHERE order_id IN ({redeemed})
+                       )
+                       GROUP BY customer_id
+                   ) AS first_order
             FROM orders FINAL
+            WHERE order_id IN ({redeemed})
         ) AS o ON o.order_id = r.order_id
         LEFT JOIN (
             SELECT order_id, true AS credited, max(code_policy = 'code_wins') AS code_wins,
                    groupUniqArrayIf(influencer_id, touchpoint_type = 'click') AS click_owners
             FROM credits FINAL
-            WHERE NOT is_deleted
-              AND order_id IN (SELECT order_id FROM code_redemptions WHERE known_code)
+            WHERE NOT is_deleted AND order_id IN ({redeemed})
             GROUP BY order_id
         ) AS c ON c.order_id = r.order_id
         GROUP BY day, code, influencer_id, campaign_id
@@ -148,12 +165,15 @@ CODE_LEAK_SIGNALS = f"""
         SELECT code, mapFromArrays(groupArray(day), groupArray(orders)) AS daily
         FROM (
             SELECT code, toDate(occurred_at) AS day, uniqExact(order_id) AS orders
-            FROM code_redemptions FINAL WHERE known_code
+            FROM code_redemptions FINAL WHERE known_code {trailing_days}
             GROUP BY code, day
         )
         GROUP BY code
     ) AS h ON h.code = d.code
     """
+
+
+CODE_LEAK_SIGNALS = f"CREATE OR REPLACE VIEW code_leak_signals AS {code_leak_select()}"
 
 # Each creator's posts whose newest snapshot was taken in the window.
 _RECENT_POSTS = f"""

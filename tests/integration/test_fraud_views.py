@@ -288,6 +288,20 @@ def test_unknown_codes_have_no_leak_signals(engine: ClickHouseWriter) -> None:
     assert rows == [["ANNA10"], ["CARA15"], ["DEV3"]]
 
 
+def test_one_days_signals_read_alone_equal_the_views(engine: ClickHouseWriter) -> None:
+    # The worker's gauges read one day without the rest of the history; the figures are the same.
+    query = "SELECT * FROM ({}) ORDER BY code"
+    _, alone = engine.query(
+        query.format(fraud_views.code_leak_select("{day:Date}")), parameters={"day": DAY}
+    )
+    _, in_view = engine.query(
+        query.format("SELECT * FROM code_leak_signals WHERE day = {day:Date}"),
+        parameters={"day": DAY},
+    )
+    assert [row[1] for row in alone] == ["ANNA10", "CARA15", "DEV3"]
+    assert alone == in_view
+
+
 def authenticity(engine: ClickHouseWriter) -> dict[str, dict[str, Any]]:
     columns, rows = engine.query("SELECT * FROM creator_authenticity")
     return {row[0]: dict(zip(columns, row, strict=True)) for row in rows}
