@@ -102,6 +102,7 @@ def code_leak_select(on_day: str | None = None) -> str:
     redeemed = f"SELECT order_id FROM code_redemptions WHERE known_code {days}"
     # New customers: each customer's first order, as in the view first_orders, for the customers
     # of the redeemed orders only.
+    #
     # A redemption "has a click of the owner" when its order is credited, under any model, to a
     # click touchpoint of the code's influencer: the order's eligible clicks (lookback,
     # restatement window) are exactly its click touchpoints, and each has a linear credit. Orders
