@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Protocol
 from urllib.parse import parse_qs, urlsplit
@@ -49,6 +49,8 @@ class CreditTarget:
 
     influencer_id: str
     campaign_id: str
+    requires_click: bool = False
+    """A code that earns only when its owner also has a click in the journey (`if_involved`)."""
 
 
 class Catalog(Protocol):
@@ -56,7 +58,7 @@ class Catalog(Protocol):
 
     >>> catalog = StaticCatalog(codes={"ANNA10": CreditTarget("anna", "spring")})
     >>> catalog.code("anna10")
-    CreditTarget(influencer_id='anna', campaign_id='spring')
+    CreditTarget(influencer_id='anna', campaign_id='spring', requires_click=False)
     """
 
     def influencer(self, influencer_id: str) -> InfluencerProfile | None: ...
@@ -109,6 +111,7 @@ class ResolvedInfluencer:
     campaign_id: str
     platform: str
     tier: str
+    requires_click: bool = False
 
 
 def _utm_target(url: str) -> tuple[str, str, str] | None:
@@ -148,7 +151,8 @@ def resolve_code(catalog: Catalog, code: str) -> ResolvedInfluencer | None:
     target = catalog.code(code)
     if target is None:
         return None
-    return _with_profile(catalog, target.influencer_id, target.campaign_id, "")
+    resolved = _with_profile(catalog, target.influencer_id, target.campaign_id, "")
+    return replace(resolved, requires_click=target.requires_click)
 
 
 def _with_profile(

@@ -7,10 +7,12 @@ customer's journey and later clicks are forwarded there directly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from attribution.messages import (
+    ForgetClickOwners,
     ForgetVisitor,
     Touchpoint,
     TouchpointsArrived,
@@ -20,6 +22,7 @@ from attribution.messages import (
 )
 from attribution.rows import IdentityConflict, IdentityLinked
 from attribution.rules import Rules, same_day
+from attribution.traffic import merged_flags
 
 
 @dataclass(slots=True)
@@ -33,7 +36,7 @@ class Visitor:
     newest_event_at: datetime | None = None
 
 
-VisitorOutput = TouchpointsArrived | IdentityLinked | IdentityConflict
+VisitorOutput = TouchpointsArrived | IdentityLinked | IdentityConflict | ForgetClickOwners
 
 
 def _expire(visitor: Visitor, moment: datetime, rules: Rules) -> None:
@@ -99,7 +102,8 @@ def apply_to_visitor(
     ('c1', ['k1'])
     """
     if isinstance(command, ForgetVisitor):
-        return None, []
+        waiting = [] if visitor is None else list(visitor.waiting.values())
+        return None, list(forget_click_owners(waiting))
     if visitor is None:
         visitor = Visitor(command.visitor_id)
     if isinstance(command, VisitorLink):
@@ -127,10 +131,24 @@ def apply_to_visitor(
                 visitor.customer_id, visitor.visitor_id, visitor.linked_at, (touchpoint,)
             )
         ]
-    else:
+    held = visitor.waiting.get(touchpoint.event_id)
+    if held is not None:
+        # A reclassified click: a redelivered link must forward its newest reasons.
+        touchpoint = replace(touchpoint, flags=merged_flags(held.flags, touchpoint.flags))
+    if held is not None or not visitor.customer_id:
         visitor.waiting[touchpoint.event_id] = touchpoint
     _expire(visitor, touchpoint.occurred_at, rules)
     return visitor, outputs
+
+
+def forget_click_owners(clicks: Iterable[Touchpoint]) -> Iterator[ForgetClickOwners]:
+    """Commands that make the traffic stage forget whose these clicks were, one per address."""
+    by_address: dict[str, list[str]] = {}
+    for click in clicks:
+        if click.ip_hash:
+            by_address.setdefault(click.ip_hash, []).append(click.event_id)
+    for ip_hash, event_ids in sorted(by_address.items()):
+        yield ForgetClickOwners(ip_hash, tuple(sorted(event_ids)))
 
 
 def visitor_to_wire(visitor: Visitor) -> Wire:

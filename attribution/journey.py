@@ -14,9 +14,11 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from decimal import Decimal
 
+from attribution.identity import forget_click_owners
 from attribution.messages import (
     AdoptJourney,
     EraseCustomer,
+    ForgetClickOwners,
     ForgetVisitor,
     JourneyCommand,
     OrderFacts,
@@ -32,9 +34,12 @@ from attribution.models import ALL_MODELS, model_credits
 from attribution.money import CREDIT_QUANTUM, split_revenue
 from attribution.rows import CreditRow, CustomerErased, OrderRow
 from attribution.rules import CodePolicy, Rules, same_day
+from attribution.traffic import TOO_FAST_TO_ORDER, earns, merged_flags
 
 EmittedRow = CreditRow | OrderRow
-JourneyOutput = EmittedRow | CustomerErased | AdoptJourney | ReassignOrder | ForgetVisitor
+JourneyOutput = (
+    EmittedRow | CustomerErased | AdoptJourney | ReassignOrder | ForgetVisitor | ForgetClickOwners
+)
 FULL_CREDIT = Decimal(1).quantize(CREDIT_QUANTUM)
 NO_CREDIT = Decimal(0).quantize(CREDIT_QUANTUM)
 
@@ -83,11 +88,19 @@ def _journey_order(touchpoint: Touchpoint) -> tuple[datetime, str]:
     return touchpoint.occurred_at, touchpoint.event_id
 
 
+def _flagged_for(click: Touchpoint, order_at: datetime, rules: Rules) -> Touchpoint:
+    """The click with `too_fast_to_order` added when it came too soon before this order."""
+    if order_at - click.occurred_at >= rules.min_click_to_order:
+        return click
+    return replace(click, flags=tuple(sorted({*click.flags, TOO_FAST_TO_ORDER})))
+
+
 def eligible_touchpoints(
     journey: Journey, order: OrderRecord, rules: Rules, policy: CodePolicy
 ) -> list[Touchpoint]:
     """Contract 5: the clicks within the lookback, then the order's code redemption last,
-    unless the code policy lets the code or the links alone take the credit."""
+    unless the code policy lets the code or the links alone take the credit. Clicks the click
+    policy does not let earn (invalid ones, by default) are left out."""
     order_at = order.facts.occurred_at
     earliest = order_at - rules.lookback
     latest_link = order_at + rules.restatement_window
@@ -96,17 +109,25 @@ def eligible_touchpoints(
         key=_journey_order,
         default=None,
     )
+    clicks = []
+    for stored in journey.clicks.values():
+        moment = stored.touchpoint.occurred_at
+        if not earliest <= moment <= order_at or (
+            stored.linked_at is not None and stored.linked_at > latest_link
+        ):
+            continue
+        click = _flagged_for(stored.touchpoint, order_at, rules)
+        if earns(click.flags, rules.click_policy):
+            clicks.append(click)
+    clicks.sort(key=_journey_order)
+    if (
+        known_code is not None
+        and known_code.requires_click
+        and all(click.influencer_id != known_code.influencer_id for click in clicks)
+    ):
+        known_code = None  # an `if_involved` code whose owner the shopper never clicked
     if known_code is not None and policy is CodePolicy.CODE_WINS:
         return [known_code]
-    clicks = sorted(
-        (
-            stored.touchpoint
-            for stored in journey.clicks.values()
-            if earliest <= stored.touchpoint.occurred_at <= order_at
-            and (stored.linked_at is None or stored.linked_at <= latest_link)
-        ),
-        key=_journey_order,
-    )
     if known_code is not None and not (clicks and policy is CodePolicy.LINK_WINS):
         clicks.append(known_code)
     return clicks[-rules.max_touchpoints :]
@@ -237,6 +258,7 @@ def credit_rows(
                     reporting_revenue,
                     reporting.rate,
                     reporting.rate_date,
+                    touchpoint.flags,
                 )
             )
     return rows
@@ -248,7 +270,7 @@ def _fingerprint(rows: list[CreditRow]) -> str:
         digest.update(
             f"{row.model}|{row.touchpoint_event_id}|{row.position}|{row.touchpoints}|"
             f"{row.credit}|{row.revenue_credit}|{row.code_policy}|{row.reporting_currency}|"
-            f"{row.reporting_revenue_credit}|{row.fx_rate}\n".encode()
+            f"{row.reporting_revenue_credit}|{row.fx_rate}|{row.touchpoint_flags}\n".encode()
         )
     return digest.hexdigest()
 
@@ -393,7 +415,15 @@ def _add_touchpoints(
         journey.newest_event_at - rules.touchpoint_retention if journey.newest_event_at else None
     )
     for touchpoint in command.touchpoints:
-        if touchpoint.event_id in journey.clicks:
+        held = journey.clicks.get(touchpoint.event_id)
+        if held is not None:
+            # Reclassified (a late click of the same address). A click's reasons only ever grow
+            # with the clicks known (attribution.traffic), so their union is the newest, even
+            # when an older copy (a redelivered link's) arrives after a newer one.
+            flags = merged_flags(held.touchpoint.flags, touchpoint.flags)
+            if flags != held.touchpoint.flags:
+                held.touchpoint = replace(held.touchpoint, flags=flags)
+                changed = True
             continue
         if oldest_click is not None and not _worth_keeping(
             journey, touchpoint.occurred_at, oldest_click, rules
@@ -467,8 +497,8 @@ def apply_to_journey(
 
 
 def anonymous(touchpoint: Touchpoint) -> Touchpoint:
-    """The touchpoint without the ids of the visitor and customer it came from."""
-    return replace(touchpoint, visitor_id="", customer_id="")
+    """The touchpoint without the ids of the visitor, customer and address it came from."""
+    return replace(touchpoint, visitor_id="", customer_id="", ip_hash="")
 
 
 def erase_journey(journey: Journey | None, command: EraseCustomer) -> list[JourneyOutput]:
@@ -503,6 +533,7 @@ def erase_journey(journey: Journey | None, command: EraseCustomer) -> list[Journ
             journey.newest_event_at,
         )
         outputs.append(AdoptJourney(command.pseudonym, journey_to_wire(adopted)))
+        outputs.extend(forget_click_owners(stored.touchpoint for stored in journey.clicks.values()))
         outputs.extend(ReassignOrder(order_id, command.pseudonym) for order_id in journey.orders)
     outputs.extend(ForgetVisitor(visitor_id) for visitor_id in sorted(visitor_ids))
     outputs.append(

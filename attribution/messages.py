@@ -56,6 +56,12 @@ class Touchpoint:
     code: str = ""
     code_policy: str = ""
     """A code's campaign override of the program's code policy; '' follows the program."""
+    flags: tuple[str, ...] = ()
+    """Why a click is invalid or suspicious (attribution.traffic), sorted; () when valid."""
+    ip_hash: str = ""
+    """The traffic stage's key of a click classified there: where an erasure must reach."""
+    requires_click: bool = False
+    """A code that earns only when its owner also has a click in the journey (`if_involved`)."""
 
     @property
     def kind(self) -> str:
@@ -76,6 +82,12 @@ class Touchpoint:
         # Only codes of campaigns with their own policy carry one: clicks stay as small as before.
         if self.code_policy:
             wire["q"] = self.code_policy
+        if self.flags:
+            wire["f"] = list(self.flags)
+        if self.ip_hash:
+            wire["h"] = self.ip_hash
+        if self.requires_click:
+            wire["ic"] = True
         return wire
 
     @classmethod
@@ -91,6 +103,9 @@ class Touchpoint:
             wire["u"],
             wire["k"],
             wire.get("q", ""),
+            tuple(wire.get("f", ())),
+            one_copy(wire.get("h", "")),
+            wire.get("ic", False),
         )
 
 
@@ -156,6 +171,26 @@ class RefundFacts:
         return cls(
             wire["e"], wire["o"], _time(wire["t"]), Decimal(wire["a"]), wire["cur"], wire["why"]
         )
+
+
+# --- commands to the traffic stage (keyed by the keyed hash of the IP address) -------
+
+
+@dataclass(frozen=True, slots=True)
+class ScreenClick:
+    """An influencer click to classify against the other clicks of its IP address."""
+
+    ip_hash: str
+    user_agent_hash: str
+    touchpoint: Touchpoint
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetClickOwners:
+    """An erasure: the traffic stage forgets whose these clicks were (visitor and customer)."""
+
+    ip_hash: str
+    event_ids: tuple[str, ...]
 
 
 # --- commands to the visitor stage (keyed by visitor_id) ---------------------------
@@ -270,7 +305,9 @@ class ForgetVisitor:
 VisitorCommand = VisitorClick | VisitorLink | ForgetVisitor
 OrderCommand = PlaceOrder | RequestRefund | RedeemCode | ReassignOrder | LockRate
 JourneyCommand = TouchpointsArrived | OrderUpdated | EraseCustomer | AdoptJourney
-Command = VisitorCommand | OrderCommand | JourneyCommand
+TrafficCommand = ScreenClick | ForgetClickOwners
+Command = TrafficCommand | VisitorCommand | OrderCommand | JourneyCommand
+TRAFFIC_COMMANDS = (ScreenClick, ForgetClickOwners)
 VISITOR_COMMANDS = (VisitorClick, VisitorLink, ForgetVisitor)
 ORDER_COMMANDS = (PlaceOrder, RequestRefund, RedeemCode, ReassignOrder, LockRate)
 JOURNEY_COMMANDS = (TouchpointsArrived, OrderUpdated, EraseCustomer, AdoptJourney)
@@ -296,6 +333,15 @@ def customer_key(command: JourneyCommand) -> str:
 
 def command_to_wire(command: Command) -> Wire:
     match command:
+        case ScreenClick(ip_hash, user_agent_hash, touchpoint):
+            return {
+                "kind": "screen_click",
+                "ip": ip_hash,
+                "ua": user_agent_hash,
+                "tp": touchpoint.to_wire(),
+            }
+        case ForgetClickOwners(ip_hash, event_ids):
+            return {"kind": "forget_click_owners", "ip": ip_hash, "es": list(event_ids)}
         case VisitorClick(visitor_id, touchpoint):
             return {"kind": "visitor_click", "v": visitor_id, "tp": touchpoint.to_wire()}
         case VisitorLink(visitor_id, customer_id, occurred_at, event_id):
@@ -342,6 +388,10 @@ def command_to_wire(command: Command) -> Wire:
 
 def command_from_wire(wire: Wire) -> Command:
     match wire["kind"]:
+        case "screen_click":
+            return ScreenClick(wire["ip"], wire["ua"], Touchpoint.from_wire(wire["tp"]))
+        case "forget_click_owners":
+            return ForgetClickOwners(wire["ip"], tuple(wire["es"]))
         case "visitor_click":
             return VisitorClick(wire["v"], Touchpoint.from_wire(wire["tp"]))
         case "visitor_link":

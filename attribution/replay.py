@@ -22,6 +22,7 @@ from attribution.ledger import Ledger, LedgerOutput, apply_to_ledger, ledger_exp
 from attribution.messages import (
     JOURNEY_COMMANDS,
     ORDER_COMMANDS,
+    TRAFFIC_COMMANDS,
     VISITOR_COMMANDS,
     Command,
     EraseCustomer,
@@ -39,6 +40,7 @@ from attribution.rows import (
     Row,
 )
 from attribution.rules import Rules
+from attribution.traffic import Traffic, TrafficOutput, apply_to_traffic, traffic_expires_at
 from schemas.events import Event
 
 CreditKey = tuple[str, str, str]
@@ -60,6 +62,7 @@ class LocalPipeline:
 
     catalog: Catalog
     rules: Rules
+    traffic: dict[str, Traffic] = field(default_factory=dict)
     visitors: dict[str, Visitor] = field(default_factory=dict)
     ledgers: dict[str, Ledger] = field(default_factory=dict)
     journeys: dict[str, Journey] = field(default_factory=dict)
@@ -71,6 +74,9 @@ class LocalPipeline:
     """Events later than the allowed lateness, by type (applied all the same)."""
     # Every row the pipeline emits, as the worker would send it to ClickHouse (tests, loads).
     on_rows: Callable[[list[Row]], None] | None = None
+    pii_key: bytes = b""
+    """The worker's `ATTRIBUTION_PII_SALT`: without it no address is kept, and the clicks of an
+    address are not compared (attribution.traffic)."""
 
     def __post_init__(self) -> None:
         self._lateness = LatenessTracker(self.rules.allowed_lateness)
@@ -78,9 +84,9 @@ class LocalPipeline:
     def feed(self, event: Event) -> None:
         if self._lateness.observe(event.occurred_at):
             self.late_events[event.type] += 1
-        routed = route_event(event, self.catalog)
+        routed = route_event(event, self.catalog, self.pii_key)
         self._emit(routed.rows)
-        self._run([*routed.to_visitors, *routed.to_orders])
+        self._run([*routed.to_traffic, *routed.to_visitors, *routed.to_orders])
 
     def lock_rate(self, order_id: str, rate: LockedRate) -> None:
         """What the worker does when the rate of an order that was waiting for it is published."""
@@ -95,7 +101,10 @@ class LocalPipeline:
         queue: deque[Command] = deque(commands)
         while queue:
             for output in self._apply(queue.popleft()):
-                if isinstance(output, VISITOR_COMMANDS + ORDER_COMMANDS + JOURNEY_COMMANDS):
+                if isinstance(
+                    output,
+                    TRAFFIC_COMMANDS + VISITOR_COMMANDS + ORDER_COMMANDS + JOURNEY_COMMANDS,
+                ):
                     queue.append(output)
                 elif isinstance(output, IdentityConflict):
                     self.identity_conflicts += 1
@@ -104,7 +113,14 @@ class LocalPipeline:
                 elif not isinstance(output, IdentityLinked):
                     self._emit([output])
 
-    def _apply(self, command: Command) -> Sequence[VisitorOutput | LedgerOutput | JourneyOutput]:
+    def _apply(
+        self, command: Command
+    ) -> Sequence[TrafficOutput | VisitorOutput | LedgerOutput | JourneyOutput]:
+        if isinstance(command, TRAFFIC_COMMANDS):
+            key = command.ip_hash
+            traffic, traffic_outputs = apply_to_traffic(self.traffic.get(key), command, self.rules)
+            _store(self.traffic, key, traffic)
+            return traffic_outputs
         if isinstance(command, VISITOR_COMMANDS):
             key = command.visitor_id
             visitor, visitor_outputs = apply_to_visitor(self.visitors.get(key), command, self.rules)
@@ -127,11 +143,13 @@ class LocalPipeline:
     def sweep(self, watermark: datetime) -> int:
         """Forget every key whose state can no longer matter at `watermark` (as the
         streaming sweep does); returns how many keys were dropped."""
-        before = len(self.visitors) + len(self.ledgers) + len(self.journeys)
+        before = len(self.traffic) + len(self.visitors) + len(self.ledgers) + len(self.journeys)
+        self.traffic = _unexpired(self.traffic, traffic_expires_at, watermark, self.rules)
         self.visitors = _unexpired(self.visitors, visitor_expires_at, watermark, self.rules)
         self.ledgers = _unexpired(self.ledgers, ledger_expires_at, watermark, self.rules)
         self.journeys = _unexpired(self.journeys, journey_expires_at, watermark, self.rules)
-        return before - len(self.visitors) - len(self.ledgers) - len(self.journeys)
+        after = len(self.traffic) + len(self.visitors) + len(self.ledgers) + len(self.journeys)
+        return before - after
 
     def _emit(self, rows: Iterable[Row]) -> None:
         """Keep the newest version of each credit key; other rows only matter to ClickHouse."""

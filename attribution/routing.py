@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC
 
 from attribution.catalog import Catalog, resolve_click, resolve_code
@@ -13,7 +13,9 @@ from attribution.messages import (
     RedeemCode,
     RefundFacts,
     RequestRefund,
+    ScreenClick,
     Touchpoint,
+    TrafficCommand,
     VisitorClick,
     VisitorCommand,
     VisitorLink,
@@ -28,6 +30,7 @@ from attribution.rows import (
     OrderItemRow,
     Row,
 )
+from attribution.traffic import classification_row, event_flags
 from schemas.events import (
     Click,
     CodeRedemption,
@@ -41,11 +44,12 @@ from schemas.events import (
 
 @dataclass(slots=True)
 class Routed:
-    """Where one event goes: commands keyed by visitor and by order, and rows to store."""
+    """Where one event goes: commands keyed by IP, visitor and order, and rows to store."""
 
     to_visitors: list[VisitorCommand]
     to_orders: list[OrderCommand]
     rows: list[Row]
+    to_traffic: list[TrafficCommand] = field(default_factory=list)
 
 
 def _link(visitor_id: str, customer_id: str, event: Event) -> tuple[VisitorLink, IdentityRow]:
@@ -73,6 +77,8 @@ def route_event(event: Event, catalog: Catalog, pii_key: bytes = b"") -> Routed:
                 platform=event.platform,
             )
             customer_id = event.customer_id or ""
+            ip_hash = keyed_hash(event.ip, pii_key)
+            user_agent_hash = keyed_hash(event.user_agent, pii_key)
             routed.rows.append(
                 ClickRow(
                     event.event_id,
@@ -85,8 +91,8 @@ def route_event(event: Event, catalog: Catalog, pii_key: bytes = b"") -> Routed:
                     resolved.tier if resolved else "",
                     event.link_id or "",
                     event.url,
-                    keyed_hash(event.ip, pii_key),
-                    keyed_hash(event.user_agent, pii_key),
+                    ip_hash,
+                    user_agent_hash,
                 )
             )
             if customer_id:
@@ -103,8 +109,15 @@ def route_event(event: Event, catalog: Catalog, pii_key: bytes = b"") -> Routed:
                     one_copy(resolved.tier),
                     visitor_id=event.visitor_id,
                     customer_id=customer_id,
+                    flags=event_flags(event.user_agent),
+                    ip_hash=one_copy(ip_hash),
                 )
-                routed.to_visitors.append(VisitorClick(event.visitor_id, touchpoint))
+                if ip_hash:
+                    routed.to_traffic.append(ScreenClick(ip_hash, user_agent_hash, touchpoint))
+                else:
+                    # Without a key no address is kept: only the click's own reasons apply.
+                    routed.to_visitors.append(VisitorClick(event.visitor_id, touchpoint))
+                    routed.rows.append(classification_row(touchpoint, 0))
             elif customer_id:
                 routed.to_visitors.append(
                     VisitorLink(event.visitor_id, customer_id, event.occurred_at, event.event_id)
@@ -185,6 +198,7 @@ def route_event(event: Event, catalog: Catalog, pii_key: bytes = b"") -> Routed:
                     customer_id=event.customer_id or "",
                     code=event.code.upper(),
                     code_policy=catalog.code_policy(target.campaign_id),
+                    requires_click=target.requires_click,
                 )
                 routed.to_orders.append(RedeemCode(event.order_id, touchpoint))
         case ContentMetrics():

@@ -57,6 +57,9 @@ class CreditRow(_Row):
     reporting_revenue_credit: Decimal
     fx_rate: Decimal
     fx_rate_date: date | None
+    touchpoint_flags: tuple[str, ...] = ()
+    """Why the credited click is suspicious (or, under the relaxed policy, invalid) for this
+    order: flagged for review (attribution.traffic)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +135,23 @@ class ClickRow(_Row):
     # Keyed hashes (see `attribution.privacy`), '' when absent or when no key is configured.
     ip_hash: str = ""
     user_agent_hash: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ClickClassificationRow(_Row):
+    """An influencer click's classification (attribution.traffic); the highest `version` of a
+    click is in force (a late click may reclassify its neighbours)."""
+
+    table: ClassVar[str] = "click_classifications"
+
+    event_id: str
+    occurred_at: datetime
+    influencer_id: str
+    campaign_id: str
+    status: str
+    reasons: tuple[str, ...]
+    rule_version: int
+    version: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +242,7 @@ Row = (
     | OrderItemRow
     | RefundRow
     | ClickRow
+    | ClickClassificationRow
     | CodeRedemptionRow
     | IdentityRow
     | ContentMetricsRow

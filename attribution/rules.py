@@ -18,6 +18,17 @@ class CodePolicy(StrEnum):
     """The code is credited only when the journey has no influencer click (Refersion)."""
 
 
+class ClickPolicy(StrEnum):
+    """What classified clicks earn (impact.com's click filters)."""
+
+    RELAXED = "relaxed"
+    """Every click is credited; invalid and suspicious ones are only flagged."""
+    MODERATE = "moderate"
+    """Invalid clicks earn nothing; suspicious ones are credited and flagged for review."""
+    STRICT = "strict"
+    """Invalid and suspicious clicks earn nothing."""
+
+
 @dataclass(frozen=True, slots=True)
 class Rules:
     lookback: timedelta = timedelta(days=30)
@@ -32,6 +43,22 @@ class Rules:
     had arrived in time: every retention below keeps state this much longer."""
     code_policy: CodePolicy = CodePolicy.CODE_AS_LAST_TOUCH
     """The program's policy; a campaign's `code_policy` column overrides it for its codes."""
+    click_policy: ClickPolicy = ClickPolicy.MODERATE
+    duplicate_click_window: timedelta = timedelta(hours=1)
+    """A click of the same IP, user agent and influencer this soon after another counts once."""
+    click_burst_limit: int = 10
+    """More clicks than this from one IP on one influencer within `click_burst_window` are a
+    burst."""
+    click_burst_window: timedelta = timedelta(minutes=10)
+    min_click_to_order: timedelta = timedelta(seconds=15)
+    """A click less than this before an order is too fast to be human: it earns nothing for it."""
+
+    @property
+    def traffic_retention(self) -> timedelta:
+        """How far behind an IP's newest click an older one may still matter: a late click
+        reclassifies clicks up to one window away, whose classification looks one more back."""
+        reach = max(self.duplicate_click_window, self.click_burst_window)
+        return 2 * reach + self.allowed_lateness
 
     @property
     def touchpoint_retention(self) -> timedelta:

@@ -54,6 +54,9 @@ class CodeRow(_Row):
     code: Annotated[str, Field(min_length=1, max_length=64)]
     influencer_id: Id
     campaign_id: Id
+    # Optional fourth column: `if_involved` codes earn only when their owner also has a click in
+    # the order's journey (programs that stop paying on leaked codes); `always` by default.
+    credit_policy: Literal["always", "if_involved"] = "always"
 
     def identity(self) -> tuple[str, ...]:
         return (self.code.upper(),)

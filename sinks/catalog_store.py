@@ -34,7 +34,9 @@ def to_static_catalog(
             row.link_id: CreditTarget(row.influencer_id, row.campaign_id) for row in files.links
         },
         codes={
-            row.code.upper(): CreditTarget(row.influencer_id, row.campaign_id)
+            row.code.upper(): CreditTarget(
+                row.influencer_id, row.campaign_id, row.credit_policy == "if_involved"
+            )
             for row in files.codes
         },
         exchange_rates=exchange_rates(files, reporting_currency),

@@ -101,7 +101,9 @@ def _load_catalog(directory: Path | None, reporting_currency: str) -> StaticCata
 
 def _replay(settings: Settings, events: Path, catalog_dir: Path | None, out: Path) -> int:
     pipeline = LocalPipeline(
-        _load_catalog(catalog_dir, settings.reporting_currency), settings.rules
+        _load_catalog(catalog_dir, settings.reporting_currency),
+        settings.rules,
+        pii_key=settings.pii_key,
     )
     errors: list[str] = []
     pipeline.feed_all(read_events(events, errors))

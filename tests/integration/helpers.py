@@ -31,7 +31,9 @@ Credit = tuple[str, str, str, str, str, Decimal, Decimal, str]
 
 
 def replay_credits(lines: list[bytes], catalog_dir: Path, settings: Settings) -> set[Credit]:
-    pipeline = LocalPipeline(to_static_catalog(read_catalog_dir(catalog_dir)), settings.rules)
+    pipeline = LocalPipeline(
+        to_static_catalog(read_catalog_dir(catalog_dir)), settings.rules, pii_key=settings.pii_key
+    )
     for line in lines:
         try:
             pipeline.feed(decode_event(line))

@@ -167,3 +167,25 @@ def test_final_credits_do_not_depend_on_arrival_order_under_any_policy(
 
     assert _credit_facts(permuted) == _credit_facts(in_file_order)
     assert any(item.type == "code_redemption" for item in events), "every policy is exercised"
+
+
+@pytest.mark.parametrize("policy", list(CodePolicy))
+def test_an_if_involved_code_earns_only_when_its_owner_was_clicked(policy: CodePolicy) -> None:
+    catalog = replace(
+        CATALOG, codes={"ANNA10": CreditTarget("anna", "spring", requires_click=True)}
+    )
+    leaked = credits(BOB_CLICKS_THEN_ANNAS_CODE, Rules(code_policy=policy), catalog)
+    involved = credits(
+        [
+            click("k0", "2026-02-28T10:00:00Z", "v1", "anna", customer_id="cu1"),
+            *BOB_CLICKS_THEN_ANNAS_CODE,
+        ],
+        Rules(code_policy=policy),
+        catalog,
+    )
+
+    # Bob's two clicks only: Anna's code was redeemed by a shopper who never clicked her.
+    assert revenue_by_influencer(leaked, "linear") == {"bob": Decimal("90.00")}
+    # Her click makes the code count, wherever the code-vs-link policy lets a code count.
+    code_credited = any(row.touchpoint_type == "code" for row in involved)
+    assert code_credited == (policy is not CodePolicy.LINK_WINS)
