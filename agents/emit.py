@@ -25,6 +25,7 @@ from aiokafka.partitioner import murmur2
 from attribution.messages import (
     JourneyCommand,
     OrderCommand,
+    TrafficCommand,
     VisitorCommand,
     Wire,
     command_to_wire,
@@ -158,6 +159,7 @@ class Routes:
 
     partitions: int
     rows: str
+    traffic_commands: str
     visitor_commands: str
     order_commands: str
     journey_commands: str
@@ -169,6 +171,7 @@ class Routes:
         return cls(
             partitions=topology.settings.partitions,
             rows=topology.rows.get_topic_name(),
+            traffic_commands=topology.traffic_commands.get_topic_name(),
             visitor_commands=topology.visitor_commands.get_topic_name(),
             order_commands=topology.order_commands.get_topic_name(),
             journey_commands=topology.journey_commands.get_topic_name(),
@@ -245,6 +248,9 @@ class Outbox:
         item = {"key": key, "command": command_to_wire(command)}
         self._commands.setdefault((topic, partition), []).append(item)
         self._note_origin()
+
+    def traffic_command(self, command: TrafficCommand) -> None:
+        self._command(self._routes.traffic_commands, command.ip_hash, command)
 
     def visitor_command(self, command: VisitorCommand) -> None:
         self._command(self._routes.visitor_commands, command.visitor_id, command)

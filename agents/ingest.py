@@ -28,6 +28,8 @@ async def _ingest_one(
     if lateness.observe(parsed.occurred_at, datetime.now(UTC)):
         topology.metrics.late_events.labels(parsed.type).inc()
     routed = route_event(parsed, topology.catalog.catalog, topology.settings.pii_key)
+    for traffic_command in routed.to_traffic:
+        outbox.traffic_command(traffic_command)
     for visitor_command in routed.to_visitors:
         outbox.visitor_command(visitor_command)
     for order_command in routed.to_orders:

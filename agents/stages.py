@@ -48,11 +48,20 @@ from attribution.ledger import (
 from attribution.messages import (
     JOURNEY_COMMANDS,
     ORDER_COMMANDS,
+    TRAFFIC_COMMANDS,
     VISITOR_COMMANDS,
     OrderUpdated,
     TouchpointsArrived,
+    VisitorClick,
 )
 from attribution.rows import CreditRow, IdentityConflict, IdentityLinked, Rejection
+from attribution.traffic import (
+    Traffic,
+    apply_to_traffic,
+    traffic_expires_at,
+    traffic_from_wire,
+    traffic_to_wire,
+)
 from streams.app import Topology
 from streams.codecs import decode
 from streams.fencing import GroupLease
@@ -61,10 +70,25 @@ from streams.metrics import Metrics
 log = logging.getLogger(__name__)
 
 
+def _emit_traffic_outputs(outputs: list[Any], outbox: Outbox, metrics: Metrics) -> None:
+    rows = []
+    for output in outputs:
+        if isinstance(output, VisitorClick):
+            outbox.visitor_command(output)
+        else:
+            rows.append(output)
+            metrics.clicks_classified.labels(output.status).inc()
+            for reason in output.reasons:
+                metrics.click_flags.labels(reason).inc()
+    outbox.rows(rows)
+
+
 def _emit_visitor_outputs(outputs: list[Any], outbox: Outbox, metrics: Metrics) -> None:
     for output in outputs:
         if isinstance(output, TouchpointsArrived):
             outbox.journey_command(output)
+        elif isinstance(output, TRAFFIC_COMMANDS):
+            outbox.traffic_command(output)
         elif isinstance(output, IdentityLinked):
             metrics.identity_merges.inc()
         elif isinstance(output, IdentityConflict):
@@ -89,6 +113,8 @@ def _emit_journey_outputs(outputs: list[Any], outbox: Outbox, metrics: Metrics) 
     for output in outputs:  # an erasure's commands, else rows
         if isinstance(output, JOURNEY_COMMANDS):
             outbox.journey_command(output)
+        elif isinstance(output, TRAFFIC_COMMANDS):
+            outbox.traffic_command(output)
         elif isinstance(output, ORDER_COMMANDS):
             outbox.order_command(output)
         elif isinstance(output, VISITOR_COMMANDS):
@@ -101,6 +127,15 @@ def _emit_journey_outputs(outputs: list[Any], outbox: Outbox, metrics: Metrics) 
         metrics.credit_emitted_latency.observe(time.time() - origin)
 
 
+TRAFFIC: Stage[Traffic] = Stage(
+    "traffic",
+    apply_to_traffic,
+    traffic_to_wire,
+    traffic_from_wire,
+    _emit_traffic_outputs,
+    lambda traffic: traffic.newest_event_at,
+    traffic_expires_at,
+)
 VISITORS: Stage[Visitor] = Stage(
     "visitors",
     apply_to_visitor,
@@ -236,6 +271,7 @@ def register(topology: Topology) -> None:
     settings = topology.settings
     lease = GroupLease.of(app)
     runners = [
+        StageRunner(topology, TRAFFIC, topology.traffic_commands, topology.traffic),
         StageRunner(topology, VISITORS, topology.visitor_commands, topology.visitors),
         StageRunner(topology, LEDGERS, topology.order_commands, topology.ledgers),
         StageRunner(topology, JOURNEYS, topology.journey_commands, topology.journeys),

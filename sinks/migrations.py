@@ -413,6 +413,71 @@ REPORTING_CURRENCY = (
     """,
 )
 
+
+def _view(views: tuple[str, ...], name: str) -> str:
+    return next(view for view in views if f"VIEW {name} AS" in view)
+
+
+def _with_invalid_clicks(views: tuple[str, ...]) -> tuple[str, str]:
+    """`kpi_daily` and `campaign_kpis` counting valid clicks (what CTR and conversion rate
+    divide by) with invalid clicks beside them, from the click classifications."""
+    daily = _view(views, "kpi_daily")
+    replacements = (
+        ("d.clicks AS clicks,", "d.clicks AS clicks, d.invalid_clicks AS invalid_clicks,"),
+        ("sum(n_click) AS clicks,", "sum(n_click) AS clicks, sum(n_invalid) AS invalid_clicks,"),
+        ("0 AS n_click, 0 AS n_impression,", "0 AS n_click, 0 AS n_invalid, 0 AS n_impression,"),
+        (
+            "model, influencer_id, campaign_id, 1, 0, 0, 0, 0,",
+            "model, influencer_id, campaign_id, status != 'invalid', status = 'invalid', "
+            "0, 0, 0, 0,",
+        ),
+        (
+            "FROM clicks FINAL ARRAY JOIN",
+            "FROM (SELECT c.*, k.status AS status FROM (SELECT * FROM clicks FINAL) AS c "
+            "LEFT JOIN (SELECT event_id, status FROM click_classifications FINAL) AS k "
+            "ON k.event_id = c.event_id) ARRAY JOIN",
+        ),
+        ("campaign_id, 0, impressions,", "campaign_id, 0, 0, impressions,"),
+    )
+    for old, new in replacements:
+        assert old in daily, old
+        daily = daily.replace(old, new)
+    campaign = _view(views, "campaign_kpis")
+    for old, new in (
+        ("d.clicks AS clicks,", "d.clicks AS clicks, d.invalid_clicks AS invalid_clicks,"),
+        ("sum(clicks) AS clicks,", "sum(clicks) AS clicks, sum(invalid_clicks) AS invalid_clicks,"),
+    ):
+        assert old in campaign, old
+        campaign = campaign.replace(old, new)
+    return daily, campaign
+
+
+# Every influencer click classified (attribution/traffic.py): valid, suspicious or invalid with
+# its reasons, versioned (a late click reclassifies its neighbours).
+CLICK_CLASSIFICATIONS = (
+    """
+    CREATE TABLE IF NOT EXISTS click_classifications (
+        event_id String,
+        occurred_at DateTime64(6, 'UTC'),
+        influencer_id String,
+        campaign_id String,
+        status LowCardinality(String),
+        reasons Array(LowCardinality(String)),
+        rule_version UInt16,
+        version UInt64
+    ) ENGINE = ReplacingMergeTree(version)
+    PARTITION BY toYYYYMM(occurred_at)
+    ORDER BY event_id
+    """,
+    "ALTER TABLE credits ADD COLUMN IF NOT EXISTS "
+    "touchpoint_flags Array(LowCardinality(String)) DEFAULT []",
+    "ALTER TABLE dim_codes ADD COLUMN IF NOT EXISTS "
+    "credit_policy LowCardinality(String) DEFAULT 'always'",
+    catalog_view("codes", "CREATE OR REPLACE VIEW"),
+    # A click without a classification (stored before this migration) counts as valid.
+    *_with_invalid_clicks(KPI_VIEWS),
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "raw events, credits, catalog dimensions", SCHEMA),
     Migration(2, "contracts name the model their commission is paid on", CONTRACT_MODEL),
@@ -428,6 +493,11 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(10, "code-vs-link policy of each credit and campaign", CODE_POLICIES),
     Migration(11, "reporting currency: amounts at locked rates, FX rates", REPORTING_CURRENCY),
     Migration(12, "leak signals of promo codes, authenticity of creators", FRAUD_VIEWS),
+    Migration(
+        13,
+        "click classifications, KPI views count valid clicks; codes' credit policy",
+        CLICK_CLASSIFICATIONS,
+    ),
 )
 
 

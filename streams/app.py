@@ -2,6 +2,7 @@
 
 Topics (names prefixed with `topic_prefix`):
   events            raw storefront events (JSON), the input
+  traffic-commands  by ip hash     -> traffic table (click classification)
   visitor-commands  by visitor_id  -> visitors table
   order-commands    by order_id    -> ledgers table
   journey-commands  by customer_id -> journeys table
@@ -50,11 +51,13 @@ class Topology:
     settings: Settings
     app: faust.App
     events: Any
+    traffic_commands: Any
     visitor_commands: Any
     order_commands: Any
     journey_commands: Any
     rows: Any
     dead_letters: Any
+    traffic: Any
     visitors: Any
     ledgers: Any
     journeys: Any
@@ -130,11 +133,13 @@ def create_topology(settings: Settings) -> Topology:
         settings=settings,
         app=app,
         events=topic("events"),
+        traffic_commands=topic("traffic-commands"),
         visitor_commands=topic("visitor-commands"),
         order_commands=topic("order-commands"),
         journey_commands=topic("journey-commands"),
         rows=topic("rows"),
         dead_letters=topic("dead-letters"),
+        traffic=table("traffic"),
         visitors=table("visitors"),
         ledgers=table("ledgers"),
         journeys=table("journeys"),

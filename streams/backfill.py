@@ -30,7 +30,13 @@ from schemas.events import InvalidEvent, decode_event
 from streams.settings import Settings
 
 # The worker's consumer group reads these; the rows topic belongs to the sink's own group.
-STAGE_INPUTS = ("events", "visitor-commands", "order-commands", "journey-commands")
+STAGE_INPUTS = (
+    "events",
+    "traffic-commands",
+    "visitor-commands",
+    "order-commands",
+    "journey-commands",
+)
 
 
 @dataclass

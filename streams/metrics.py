@@ -177,6 +177,19 @@ class Metrics:
             ["model", "tier", "platform"],
             registry=registry,
         )
+        self.clicks_classified = Counter(
+            "attribution_clicks_classified_total",
+            "Influencer click classifications sent (a reclassified click counts again), by status.",
+            ["status"],
+            registry=registry,
+        )
+        self.click_flags = Counter(
+            "attribution_click_flags_total",
+            "Reasons given to classified clicks (known_crawler, empty_user_agent, duplicate_click, "
+            "click_burst), a reclassified click's again.",
+            ["reason"],
+            registry=registry,
+        )
         self.restated_orders = Gauge(
             "attribution_restated_orders",
             "Orders whose credit was restated at least once (final version above 1).",

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from attribution.fx import DEFAULT_REPORTING_CURRENCY
-from attribution.rules import CodePolicy, Rules
+from attribution.rules import ClickPolicy, CodePolicy, Rules
 from schemas.events import Currency
 
 ENV_PREFIX = "ATTRIBUTION_"
@@ -54,6 +54,13 @@ class Settings(BaseModel):
     # What a promo code does when the journey also has influencer clicks (docs/attribution.md);
     # a campaign's `code_policy` column in campaigns.csv overrides it for that campaign's codes.
     code_policy: CodePolicy = CodePolicy.CODE_AS_LAST_TOUCH
+    # What invalid and suspicious clicks earn, and the thresholds of the rules that classify
+    # them (docs/fraud.md). The IP-address rules need `pii_salt`: without it no address is kept.
+    click_policy: ClickPolicy = ClickPolicy.MODERATE
+    duplicate_click_window_seconds: float = Field(default=3600, gt=0)
+    click_burst_limit: int = Field(default=10, ge=1)
+    click_burst_window_seconds: float = Field(default=600, gt=0)
+    min_click_to_order_seconds: float = Field(default=15, ge=0)
     # The one currency of every KPI view and payout; each order is converted at the ECB rate of
     # its day (docs/attribution.md#many-currencies).
     reporting_currency: Currency = DEFAULT_REPORTING_CURRENCY
@@ -116,6 +123,11 @@ class Settings(BaseModel):
             identity_retention=timedelta(days=self.identity_retention_days),
             allowed_lateness=timedelta(days=self.allowed_lateness_days),
             code_policy=self.code_policy,
+            click_policy=self.click_policy,
+            duplicate_click_window=timedelta(seconds=self.duplicate_click_window_seconds),
+            click_burst_limit=self.click_burst_limit,
+            click_burst_window=timedelta(seconds=self.click_burst_window_seconds),
+            min_click_to_order=timedelta(seconds=self.min_click_to_order_seconds),
         )
 
     @property

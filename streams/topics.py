@@ -27,13 +27,14 @@ log = logging.getLogger(__name__)
 
 STREAM_TOPICS = (
     "events",
+    "traffic-commands",
     "visitor-commands",
     "order-commands",
     "journey-commands",
     "rows",
     "dead-letters",
 )
-TABLES = ("visitors", "ledgers", "journeys")
+TABLES = ("traffic", "visitors", "ledgers", "journeys")
 
 
 class TopicSetupError(RuntimeError):

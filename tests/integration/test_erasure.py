@@ -125,7 +125,7 @@ def _latest_changelog_records(settings: Settings) -> dict[tuple[str, bytes], byt
         consumer = AIOKafkaConsumer(
             *(
                 f"{settings.app_id}-{table}-changelog"
-                for table in ("visitors", "ledgers", "journeys")
+                for table in ("traffic", "visitors", "ledgers", "journeys")
             ),
             bootstrap_servers=settings.bootstrap_servers,
             auto_offset_reset="earliest",

@@ -36,7 +36,7 @@ from tests.integration.helpers import (
 from tests.waiting import wait_until
 
 SHOPPERS = 6_000
-TABLES = ("visitors", "ledgers", "journeys")
+TABLES = ("traffic", "visitors", "ledgers", "journeys")
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ CHANGELOG = "visitors-changelog"
 ROUTES = Routes(
     partitions=PARTITIONS,
     rows="rows",
+    traffic_commands="traffic-commands",
     visitor_commands="visitor-commands",
     order_commands="order-commands",
     journey_commands="journey-commands",

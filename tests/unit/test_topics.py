@@ -64,7 +64,9 @@ def test_every_topic_gets_the_replication() -> None:
     assert {topic.replication_factor for topic in topics} == {3}
     assert {topic.topic_configs["min.insync.replicas"] for topic in topics} == {"2"}
     compacted = {t.name for t in topics if t.topic_configs.get("cleanup.policy") == "compact"}
-    assert compacted == {"a-visitors-changelog", "a-ledgers-changelog", "a-journeys-changelog"}
+    assert compacted == {
+        f"a-{table}-changelog" for table in ("traffic", "visitors", "ledgers", "journeys")
+    }
 
 
 @pytest.mark.parametrize("role", ["all", "stages", "sink"])
@@ -76,6 +78,7 @@ def test_required_topics_are_every_topic_the_faust_app_uses(role: str) -> None:
     register_agents(topology)
     written = (
         topology.events,
+        topology.traffic_commands,
         topology.visitor_commands,
         topology.order_commands,
         topology.journey_commands,
