@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import random
 import tempfile
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -32,6 +33,26 @@ TIER_FOLLOWERS = {
     "mega": (1_000_000, 5_000_000),
 }
 TIER_MIX = ("nano",) * 3 + ("micro",) * 5 + ("macro",) * 2 + ("mega",)
+BROWSERS = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/124.0.0.0 Mobile Safari/537.36",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/124.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_4) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.4 Safari/605.1.15",
+)
+GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+FARM_ADDRESS = "203.0.113.50"
+
+
+def device_of(visitor: str) -> tuple[str, str]:
+    """A visitor's address and browser, the same on every click (no draw from the seed's
+    stream, so adding them changed no other event)."""
+    digest = zlib.crc32(visitor.encode())
+    address = f"198.51.{digest % 256}.{(digest >> 8) % 254 + 1}"
+    return address, BROWSERS[(digest >> 16) % len(BROWSERS)]
 
 
 @dataclass(frozen=True)
@@ -169,6 +190,7 @@ class Storefront:
             "visitor_id": visitor,
             "url": "https://shop.example/p/1",
         }
+        event["ip"], event["user_agent"] = device_of(visitor)
         if style < 0.6:
             event["url"] = (
                 f"https://shop.example/p/1?utm_source={inf.platform}"
@@ -382,6 +404,112 @@ class Storefront:
         history = [event for event in events if event["occurred_at"] < start]
         live = [event for event in events if event["occurred_at"] >= start]
         return history, live
+
+    def fraud_events(self, at: datetime) -> list[dict[str, Any]]:
+        """What a fraud filter must catch, around `at`: a crawler following influencer links, a
+        click farm on one creator (one of its visitors buys), a double click, an app sending a
+        blank user agent, a click seconds before its order, a promo code leaked to a coupon site
+        (redeemed by new customers who never clicked its owner), and a creator who bought
+        followers (a jump with no engagement behind it)."""
+        farmed, leaked, inflated = (
+            self.influencers[1 % len(self.influencers)],
+            self.influencers[-1],
+            self.influencers[2 % len(self.influencers)],
+        )
+        events: list[dict[str, Any]] = []
+
+        def click(event_id: str, moment: datetime, visitor: str, inf: Influencer) -> dict[str, Any]:
+            return {
+                "type": "click",
+                "event_id": f"fraud-{event_id}",
+                "occurred_at": moment.isoformat(),
+                "visitor_id": visitor,
+                "url": "https://shop.example/p/1",
+                "influencer_id": inf.influencer_id,
+                "campaign_id": inf.campaign_id,
+                "platform": inf.platform,
+                "ip": device_of(visitor)[0],
+                "user_agent": device_of(visitor)[1],
+            }
+
+        def order(event_id: str, moment: datetime, customer: str, total: str) -> dict[str, Any]:
+            return {
+                "type": "order",
+                "event_id": f"fraud-{event_id}",
+                "occurred_at": moment.isoformat(),
+                "order_id": f"fraud-{event_id}",
+                "customer_id": customer,
+                "currency": "USD",
+                "total": total,
+            }
+
+        for n, inf in enumerate(self.influencers[:5]):
+            crawled = click(f"crawl-{n}", at + timedelta(seconds=7 * n), "crawler", inf)
+            events.append(crawled | {"ip": "66.249.66.1", "user_agent": GOOGLEBOT})
+        for n in range(25):
+            visitor = f"farm-{n}"
+            farm_click = click(f"farm-{n}", at + timedelta(seconds=19 * n), visitor, farmed)
+            events.append(farm_click | {"ip": FARM_ADDRESS, "user_agent": BROWSERS[n % 2]})
+        farm_buyer = at + timedelta(minutes=30)
+        events.append(
+            order("farm-order", farm_buyer, "cust-farm", "64.00") | {"visitor_id": "farm-3"}
+        )
+        twice = at + timedelta(hours=1)
+        events += [
+            click("double-1", twice, "double", farmed) | {"customer_id": "cust-double"},
+            click("double-2", twice + timedelta(minutes=3), "double", farmed)
+            | {"customer_id": "cust-double"},
+            order("double-order", twice + timedelta(minutes=40), "cust-double", "48.00"),
+        ]
+        blank = at + timedelta(hours=2)
+        events += [
+            click("blank", blank, "blank-app", farmed)
+            | {"user_agent": " ", "customer_id": "cust-app"},
+            order("blank-order", blank + timedelta(minutes=20), "cust-app", "36.00"),
+        ]
+        fast = at + timedelta(hours=3)
+        events += [
+            click("fast", fast, "fast", farmed) | {"customer_id": "cust-fast"},
+            order("fast-order", fast + timedelta(seconds=5), "cust-fast", "99.00"),
+        ]
+        for n in range(25):
+            moment = at + timedelta(hours=4, minutes=17 * n)
+            customer = f"cust-coupon-{n}"
+            events.append(order(f"coupon-{n}", moment, customer, "40.00"))
+            events.append(
+                {
+                    "type": "code_redemption",
+                    "event_id": f"fraud-coupon-{n}-code",
+                    "occurred_at": moment.isoformat(),
+                    "code": leaked.code,
+                    "order_id": f"fraud-coupon-{n}",
+                    "customer_id": customer,
+                }
+            )
+        for day in range(10):
+            moment = at - timedelta(days=9 - day)
+            bought = day >= 7  # followers bought two days before `at`
+            followers = inflated.followers * (3 if bought else 1) + 37 * day
+            impressions = inflated.followers // 4
+            events.append(
+                {
+                    "type": "content_metrics",
+                    "event_id": f"fraud-metrics-{day}",
+                    "occurred_at": moment.isoformat(),
+                    "influencer_id": inflated.influencer_id,
+                    "post_id": f"post-inflated-{day}",
+                    "platform": inflated.platform,
+                    "campaign_id": inflated.campaign_id,
+                    "impressions": impressions,
+                    "reach": impressions * 3 // 4,
+                    "likes": impressions // (200 if bought else 20),
+                    "comments": impressions // (4000 if bought else 200),
+                    "shares": impressions // 500,
+                    "saves": impressions // 400,
+                    "followers": followers,
+                }
+            )
+        return events
 
     def metrics_snapshots(self, at: datetime) -> list[dict[str, Any]]:
         rng = self._random

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from pydantic import SecretStr
 
 from schemas.catalog import read_catalog_dir
 from simulation.storefront import Storefront
@@ -65,6 +68,10 @@ def run_demo(base: Settings, seconds: float) -> int:
             "app_id": f"demo{stamp}",
             "data_dir": base.data_dir / f"demo-{stamp}",
             "web_port": free_port(),
+            # The address rules of the fraud filter compare keyed hashes of IP addresses.
+            "pii_salt": base.pii_salt
+            if base.pii_salt.get_secret_value()
+            else SecretStr(secrets.token_hex(16)),
         }
     )
     worker = WorkerProcess(settings, settings.data_dir / "worker.log")
@@ -112,6 +119,7 @@ def run_demo(base: Settings, seconds: float) -> int:
             for row in worker.sql(REPORT_SQL)
         ]
         _print_table(columns, rows)
+        _print_flags(worker)
         totals = worker.sql("SELECT count(), sum(net_revenue) FROM orders FINAL")[0]
         late = sum(
             value
@@ -131,6 +139,36 @@ def run_demo(base: Settings, seconds: float) -> int:
         if started_services:
             subprocess.run([str(STACK), "stop"], check=True)
     return 0
+
+
+def _print_flags(worker: WorkerProcess) -> None:
+    """What the fraud filter found in the storefront's bots, leaked code and bought followers."""
+    print("\nFlagged live (docs/fraud.md): clicks by classification")
+    _print_table(
+        ["status", "reason", "clicks"],
+        [
+            [str(value) for value in row]
+            for row in worker.sql(
+                "SELECT status, arrayJoin(if(empty(reasons), ['-'], reasons)) AS reason, count() "
+                "FROM click_classifications FINAL GROUP BY status, reason ORDER BY status, reason"
+            )
+        ],
+    )
+    leaked = worker.sql(
+        "SELECT code, toString(day), redemptions, toString(no_click_share), "
+        "toString(spike_score) FROM code_leak_signals WHERE likely_leaked ORDER BY day, code"
+    )
+    print("\nPromo codes likely leaked:")
+    _print_table(
+        ["code", "day", "redemptions", "no_click_share", "spike_score"],
+        [[str(value) for value in row] for row in leaked],
+    )
+    creators = worker.sql(
+        "SELECT influencer_id, score, arrayStringConcat(reasons, ', ') FROM creator_authenticity "
+        "WHERE score < 100 ORDER BY score, influencer_id"
+    )
+    print("\nCreators whose audience looks inflated (advice only, credit unchanged):")
+    _print_table(["influencer", "score", "reasons"], [[str(v) for v in row] for row in creators])
 
 
 def _backfill_history(settings: Settings, storefront: Storefront) -> int:
@@ -163,6 +201,8 @@ def _run_storefront(settings: Settings, storefront: Storefront, seconds: float) 
             batch.extend(storefront.shopper_events(shopper, moment))
         if tick % 10 == 0:
             batch.extend(storefront.metrics_snapshots(storefront.start + timedelta(minutes=tick)))
+        if tick == 0:
+            batch.extend(storefront.fraud_events(storefront.start + timedelta(minutes=5)))
         order_ids.update(event["order_id"] for event in batch if event["type"] == "order")
         sent += asyncio.run(
             produce_events(settings.bootstrap_servers, settings.topic("events"), batch)
