@@ -469,6 +469,19 @@ CLICK_CLASSIFICATIONS = (
     PARTITION BY toYYYYMM(occurred_at)
     ORDER BY event_id
     """,
+    # The clicks with their classification, for analysts: the classification is its own table
+    # because a late click can reclassify a stored one (versions), which `clicks` does not keep.
+    """
+    CREATE OR REPLACE VIEW classified_clicks AS
+    SELECT c.event_id AS event_id, c.occurred_at AS occurred_at, c.visitor_id AS visitor_id,
+           c.customer_id AS customer_id, c.influencer_id AS influencer_id,
+           c.campaign_id AS campaign_id, c.platform AS platform, c.tier AS tier,
+           c.link_id AS link_id, if(k.status = '', 'valid', k.status) AS status,
+           k.reasons AS reasons, k.rule_version AS rule_version
+    FROM (SELECT * FROM clicks FINAL WHERE influencer_id != '') AS c
+    LEFT JOIN (SELECT event_id, status, reasons, rule_version FROM click_classifications FINAL)
+        AS k ON k.event_id = c.event_id
+    """,
     "ALTER TABLE credits ADD COLUMN IF NOT EXISTS "
     "touchpoint_flags Array(LowCardinality(String)) DEFAULT []",
     "ALTER TABLE dim_codes ADD COLUMN IF NOT EXISTS "

@@ -90,5 +90,11 @@ def test_bots_and_farms_are_classified_in_clickhouse_as_the_replay_finds(
             len(invalid),
         )
         assert worker.metric("attribution_click_flags_total", reason="click_burst") >= 25
+        by_status = worker.sql(
+            "SELECT status, count() FROM classified_clicks GROUP BY status ORDER BY status"
+        )
+        assert {str(status): int(str(count)) for status, count in by_status}.get("invalid") == len(
+            invalid
+        )
     finally:
         worker.stop()
