@@ -315,6 +315,80 @@ CODE_POLICIES = (
     catalog_view("campaigns", "CREATE OR REPLACE VIEW"),
 )
 
+
+def _view(views: tuple[str, ...], name: str) -> str:
+    return next(view for view in views if f"VIEW {name} AS" in view)
+
+
+def _rewritten(view: str, replacements: tuple[tuple[str, str], ...]) -> str:
+    """A later migration's version of a view: its earlier text with these parts replaced (a
+    part that is not there is a mistake in this file, caught when it is imported)."""
+    for old, new in replacements:
+        if old not in view:
+            raise ValueError(f"not in the view: {old!r}")
+        view = view.replace(old, new)
+    return view
+
+
+def _contract_spend_in_reporting_currency(views: tuple[str, ...]) -> str:
+    """`contract_spend` with contract money converted at its campaign's start rate."""
+    return _rewritten(
+        _view(views, "contract_spend"),
+        (
+            (
+                "ifNull(k.currency, '') AS currency,\n"
+                "           t.fee_per_post * t.posts AS post_fees, t.retainer AS retainer,",
+                "x.reporting_currency AS currency,\n"
+                "           toDecimal128(t.fee_per_post * t.posts * x.rate, 4) AS post_fees,\n"
+                "           toDecimal128(t.retainer * x.rate, 4) AS retainer,",
+            ),
+            (
+                "p.credited_revenue > t.bonus_threshold,",
+                "p.credited_revenue > t.bonus_threshold * x.rate,",
+            ),
+            (
+                "if(bonus_earned, t.bonus_amount, toDecimal128(0, 4)) AS bonus,",
+                "if(bonus_earned, toDecimal128(t.bonus_amount * x.rate, 4), toDecimal128(0, 4))"
+                " AS bonus,",
+            ),
+            (
+                "LEFT JOIN catalog_campaigns AS k ON k.campaign_id = t.campaign_id",
+                "INNER JOIN campaign_fx AS x ON x.campaign_id = t.campaign_id",
+            ),
+        ),
+    )
+
+
+def _with_invalid_clicks(views: tuple[str, ...]) -> tuple[str, str]:
+    """`kpi_daily` and `campaign_kpis` counting valid clicks (what CTR and conversion rate
+    divide by) with invalid clicks beside them, from the click classifications."""
+    replacements = (
+        ("d.clicks AS clicks,", "d.clicks AS clicks, d.invalid_clicks AS invalid_clicks,"),
+        ("sum(n_click) AS clicks,", "sum(n_click) AS clicks, sum(n_invalid) AS invalid_clicks,"),
+        ("0 AS n_click, 0 AS n_impression,", "0 AS n_click, 0 AS n_invalid, 0 AS n_impression,"),
+        (
+            "model, influencer_id, campaign_id, 1, 0, 0, 0, 0,",
+            "model, influencer_id, campaign_id, status != 'invalid', status = 'invalid', "
+            "0, 0, 0, 0,",
+        ),
+        (
+            "FROM clicks FINAL ARRAY JOIN",
+            "FROM (SELECT c.*, k.status AS status FROM (SELECT * FROM clicks FINAL) AS c "
+            "LEFT JOIN (SELECT event_id, status FROM click_classifications FINAL) AS k "
+            "ON k.event_id = c.event_id) ARRAY JOIN",
+        ),
+        ("campaign_id, 0, impressions,", "campaign_id, 0, 0, impressions,"),
+    )
+    campaign = (
+        ("d.clicks AS clicks,", "d.clicks AS clicks, d.invalid_clicks AS invalid_clicks,"),
+        ("sum(clicks) AS clicks,", "sum(clicks) AS clicks, sum(invalid_clicks) AS invalid_clicks,"),
+    )
+    return (
+        _rewritten(_view(views, "kpi_daily"), replacements),
+        _rewritten(_view(views, "campaign_kpis"), campaign),
+    )
+
+
 # Many currencies, one report: orders and credits carry their amounts in the reporting currency at
 # the rate locked for the order; contract money converts at the rate of its campaign's start.
 REPORTING_CURRENCY = (
@@ -380,76 +454,8 @@ REPORTING_CURRENCY = (
         ON o.order_id = c.order_id
     LEFT JOIN catalog_campaigns AS k ON k.campaign_id = c.campaign_id
     """,
-    f"""
-    CREATE OR REPLACE VIEW contract_spend AS
-    SELECT t.influencer_id AS influencer_id, t.campaign_id AS campaign_id,
-           x.reporting_currency AS currency,
-           toDecimal128(t.fee_per_post * t.posts * x.rate, 4) AS post_fees,
-           toDecimal128(t.retainer * x.rate, 4) AS retainer,
-           toDecimal128(t.commission_rate * p.credited_revenue, 4) AS commission,
-           t.commission_model AS commission_model,
-           p.clicks AS clicks, p.credited_conversions AS credited_conversions,
-           p.credited_revenue AS credited_revenue,
-           multiIf(
-               t.bonus_metric = 'conversion_rate',
-               ifNull({ratio("100 * p.credited_conversions", "p.clicks")}, 0) > t.bonus_threshold,
-               t.bonus_metric = 'conversions', p.credited_conversions > t.bonus_threshold,
-               t.bonus_metric = 'revenue', p.credited_revenue > t.bonus_threshold * x.rate,
-               t.bonus_metric = 'clicks', p.clicks > t.bonus_threshold,
-               false
-           ) AS bonus_earned,
-           if(bonus_earned, toDecimal128(t.bonus_amount * x.rate, 4), toDecimal128(0, 4)) AS bonus,
-           toDecimal128(post_fees + retainer + commission + bonus, 4) AS spend
-    FROM catalog_contracts AS t
-    LEFT JOIN (
-        SELECT influencer_id, campaign_id, model, sum(clicks) AS clicks,
-               sum(credited_conversions) AS credited_conversions,
-               sum(credited_revenue) AS credited_revenue
-        FROM kpi_daily
-        GROUP BY influencer_id, campaign_id, model
-    ) AS p ON p.influencer_id = t.influencer_id AND p.campaign_id = t.campaign_id
-        AND p.model = t.commission_model
-    INNER JOIN campaign_fx AS x ON x.campaign_id = t.campaign_id
-    """,
+    _contract_spend_in_reporting_currency(KPI_VIEWS),
 )
-
-
-def _view(views: tuple[str, ...], name: str) -> str:
-    return next(view for view in views if f"VIEW {name} AS" in view)
-
-
-def _with_invalid_clicks(views: tuple[str, ...]) -> tuple[str, str]:
-    """`kpi_daily` and `campaign_kpis` counting valid clicks (what CTR and conversion rate
-    divide by) with invalid clicks beside them, from the click classifications."""
-    daily = _view(views, "kpi_daily")
-    replacements = (
-        ("d.clicks AS clicks,", "d.clicks AS clicks, d.invalid_clicks AS invalid_clicks,"),
-        ("sum(n_click) AS clicks,", "sum(n_click) AS clicks, sum(n_invalid) AS invalid_clicks,"),
-        ("0 AS n_click, 0 AS n_impression,", "0 AS n_click, 0 AS n_invalid, 0 AS n_impression,"),
-        (
-            "model, influencer_id, campaign_id, 1, 0, 0, 0, 0,",
-            "model, influencer_id, campaign_id, status != 'invalid', status = 'invalid', "
-            "0, 0, 0, 0,",
-        ),
-        (
-            "FROM clicks FINAL ARRAY JOIN",
-            "FROM (SELECT c.*, k.status AS status FROM (SELECT * FROM clicks FINAL) AS c "
-            "LEFT JOIN (SELECT event_id, status FROM click_classifications FINAL) AS k "
-            "ON k.event_id = c.event_id) ARRAY JOIN",
-        ),
-        ("campaign_id, 0, impressions,", "campaign_id, 0, 0, impressions,"),
-    )
-    for old, new in replacements:
-        assert old in daily, old
-        daily = daily.replace(old, new)
-    campaign = _view(views, "campaign_kpis")
-    for old, new in (
-        ("d.clicks AS clicks,", "d.clicks AS clicks, d.invalid_clicks AS invalid_clicks,"),
-        ("sum(clicks) AS clicks,", "sum(clicks) AS clicks, sum(invalid_clicks) AS invalid_clicks,"),
-    ):
-        assert old in campaign, old
-        campaign = campaign.replace(old, new)
-    return daily, campaign
 
 
 # Every influencer click classified (attribution/traffic.py): valid, suspicious or invalid with

@@ -150,8 +150,8 @@ def read_inputs(client: Client) -> PayoutInputs:
             client,
             """
             SELECT influencer_id, campaign_id, count() AS clicks
-            FROM clicks FINAL
-            WHERE (influencer_id, campaign_id) IN
+            FROM classified_clicks
+            WHERE status != 'invalid' AND (influencer_id, campaign_id) IN
                   (SELECT influencer_id, campaign_id FROM catalog_contracts)
             GROUP BY influencer_id, campaign_id
             """,

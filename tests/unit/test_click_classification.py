@@ -140,18 +140,23 @@ def farm(first: datetime, clicks: int, ip: str = "203.0.113.9") -> list[Event]:
     ]
 
 
+def shoppers_click_from_the_farm_address() -> Event:
+    """A shopper's own browser behind the farm's address: only the burst rule catches it."""
+    return click(
+        "k-bob",
+        "2026-03-01T10:03:00Z",
+        "v1",
+        "bob",
+        ip="203.0.113.9",
+        customer_id="c1",
+        user_agent="Shopper/1",
+    )
+
+
 def test_a_burst_from_one_address_is_invalid_and_its_click_earns_nothing() -> None:
     start = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
     shopper = [
-        click(
-            "k-bob",
-            "2026-03-01T10:03:00Z",
-            "v1",
-            "bob",
-            ip="203.0.113.9",
-            customer_id="c1",
-            user_agent="Shopper/1",
-        ),
+        shoppers_click_from_the_farm_address(),
         click("k-anna", "2026-03-01T11:00:00Z", "v1", "anna", ip="198.51.100.7", customer_id="c1"),
         order("o1", "2026-03-01T12:00:00Z", "O1", "c1", "80.00"),
     ]
@@ -183,15 +188,7 @@ def test_a_click_seconds_before_its_order_earns_nothing_for_it() -> None:
 def test_a_burst_that_arrives_late_restates_the_order_its_click_was_credited_to() -> None:
     start = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
     shopper = [
-        click(
-            "k-bob",
-            "2026-03-01T10:03:00Z",
-            "v1",
-            "bob",
-            ip="203.0.113.9",
-            customer_id="c1",
-            user_agent="Shopper/1",
-        ),
+        shoppers_click_from_the_farm_address(),
         order("o1", "2026-03-01T12:00:00Z", "O1", "c1", "80.00"),
     ]
     late = Run([*shopper, *farm(start, 10)])
@@ -206,15 +203,7 @@ def test_the_relaxed_policy_credits_everything_and_only_flags() -> None:
     start = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
     events = [
         *farm(start, 10),
-        click(
-            "k-bob",
-            "2026-03-01T10:03:00Z",
-            "v1",
-            "bob",
-            ip="203.0.113.9",
-            customer_id="c1",
-            user_agent="Shopper/1",
-        ),
+        shoppers_click_from_the_farm_address(),
         order("o1", "2026-03-01T12:00:00Z", "O1", "c1", "80.00"),
     ]
 
