@@ -31,6 +31,7 @@ from attribution.messages import (
     command_to_wire,
     customer_key,
     order_key,
+    traffic_key,
 )
 from attribution.privacy import scrub_personal_data, scrub_personal_text
 from attribution.rows import Rejection, Row
@@ -250,7 +251,7 @@ class Outbox:
         self._note_origin()
 
     def traffic_command(self, command: TrafficCommand) -> None:
-        self._command(self._routes.traffic_commands, command.ip_hash, command)
+        self._command(self._routes.traffic_commands, traffic_key(command), command)
 
     def visitor_command(self, command: VisitorCommand) -> None:
         self._command(self._routes.visitor_commands, command.visitor_id, command)

@@ -10,6 +10,7 @@ from agents.batches import pending_events
 from agents.emit import Outbox, send_dead_letter
 from attribution.lateness import LatenessTracker
 from attribution.routing import route_event
+from attribution.rows import ClickClassificationRow
 from schemas.events import InvalidEvent, decode_event
 from streams.app import Topology
 
@@ -34,6 +35,9 @@ async def _ingest_one(
         outbox.visitor_command(visitor_command)
     for order_command in routed.to_orders:
         outbox.order_command(order_command)
+    for row in routed.rows:
+        if isinstance(row, ClickClassificationRow):
+            topology.metrics.count_classification(row.status, row.reasons)
     outbox.rows(routed.rows)
 
 

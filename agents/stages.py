@@ -77,9 +77,7 @@ def _emit_traffic_outputs(outputs: list[Any], outbox: Outbox, metrics: Metrics) 
             outbox.visitor_command(output)
         else:
             rows.append(output)
-            metrics.clicks_classified.labels(output.status).inc()
-            for reason in output.reasons:
-                metrics.click_flags.labels(reason).inc()
+            metrics.count_classification(output.status, output.reasons)
     outbox.rows(rows)
 
 

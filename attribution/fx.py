@@ -40,7 +40,7 @@ class LockedRate:
         >>> LockedRate("USD", Decimal("1.1172"), date(2026, 10, 30)).convert(Decimal("10.00"))
         Decimal('11.17')
         """
-        return (amount * self.rate).quantize(
+        return _RATE_CONTEXT.multiply(amount, self.rate).quantize(
             currency_quantum(self.reporting_currency), ROUND_HALF_EVEN
         )
 
@@ -59,6 +59,12 @@ class ExchangeRates:
         self.reporting_currency = reporting_currency
         self._per_euro = per_euro
         self._dates = sorted(per_euro)
+
+    def currencies(self) -> set[str]:
+        """Every currency an order can be converted from: the reporting one, and each the
+        rates ever name (with the euro they are quoted in)."""
+        named = {currency for row in self._per_euro.values() for currency in row}
+        return {self.reporting_currency, "EUR", *named}
 
     @property
     def last_published(self) -> date | None:

@@ -142,13 +142,13 @@ def apply_to_visitor(
 
 
 def forget_click_owners(clicks: Iterable[Touchpoint]) -> Iterator[ForgetClickOwners]:
-    """Commands that make the traffic stage forget whose these clicks were, one per address."""
-    by_address: dict[str, list[str]] = {}
+    """Commands that make the traffic stage forget whose these clicks were, one per key."""
+    by_key: dict[tuple[str, str], list[str]] = {}
     for click in clicks:
         if click.ip_hash:
-            by_address.setdefault(click.ip_hash, []).append(click.event_id)
-    for ip_hash, event_ids in sorted(by_address.items()):
-        yield ForgetClickOwners(ip_hash, tuple(sorted(event_ids)))
+            by_key.setdefault((click.ip_hash, click.influencer_id), []).append(click.event_id)
+    for (ip_hash, influencer_id), event_ids in sorted(by_key.items()):
+        yield ForgetClickOwners(ip_hash, influencer_id, tuple(sorted(event_ids)))
 
 
 def visitor_to_wire(visitor: Visitor) -> Wire:

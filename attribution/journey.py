@@ -78,7 +78,7 @@ class Journey:
 
 def order_code_policy(order: OrderRecord, rules: Rules) -> CodePolicy:
     """The policy of the order's code's campaign, else the program's."""
-    first_code = min(order.codes, key=_journey_order, default=None)
+    first_code = known_code_of(order, rules)
     if first_code is not None and first_code.code_policy:
         return CodePolicy(first_code.code_policy)
     return rules.code_policy
@@ -86,6 +86,17 @@ def order_code_policy(order: OrderRecord, rules: Rules) -> CodePolicy:
 
 def _journey_order(touchpoint: Touchpoint) -> tuple[datetime, str]:
     return touchpoint.occurred_at, touchpoint.event_id
+
+
+def known_code_of(order: OrderRecord, rules: Rules) -> Touchpoint | None:
+    """The order's code touchpoint: its earliest redemption of a known code, if redeemed
+    within the restatement window."""
+    latest_link = order.facts.occurred_at + rules.restatement_window
+    return min(
+        (code for code in order.codes if code.occurred_at <= latest_link),
+        key=_journey_order,
+        default=None,
+    )
 
 
 def _flagged_for(click: Touchpoint, order_at: datetime, rules: Rules) -> Touchpoint:
@@ -104,11 +115,7 @@ def eligible_touchpoints(
     order_at = order.facts.occurred_at
     earliest = order_at - rules.lookback
     latest_link = order_at + rules.restatement_window
-    known_code = min(
-        (code for code in order.codes if code.occurred_at <= latest_link),
-        key=_journey_order,
-        default=None,
-    )
+    known_code = known_code_of(order, rules)
     clicks = []
     for stored in journey.clicks.values():
         moment = stored.touchpoint.occurred_at

@@ -190,6 +190,7 @@ class ForgetClickOwners:
     """An erasure: the traffic stage forgets whose these clicks were (visitor and customer)."""
 
     ip_hash: str
+    influencer_id: str
     event_ids: tuple[str, ...]
 
 
@@ -313,6 +314,15 @@ ORDER_COMMANDS = (PlaceOrder, RequestRefund, RedeemCode, ReassignOrder, LockRate
 JOURNEY_COMMANDS = (TouchpointsArrived, OrderUpdated, EraseCustomer, AdoptJourney)
 
 
+def traffic_key(command: TrafficCommand) -> str:
+    """The traffic stage compares the clicks of one address on one influencer (both of its
+    rules are per influencer), so one busy address spreads over as many keys as it clicks
+    creators."""
+    if isinstance(command, ScreenClick):
+        return f"{command.ip_hash}:{command.touchpoint.influencer_id}"
+    return f"{command.ip_hash}:{command.influencer_id}"
+
+
 def order_key(command: OrderCommand) -> str:
     """The order id an order-stage command is keyed (partitioned) by."""
     if isinstance(command, PlaceOrder):
@@ -340,8 +350,13 @@ def command_to_wire(command: Command) -> Wire:
                 "ua": user_agent_hash,
                 "tp": touchpoint.to_wire(),
             }
-        case ForgetClickOwners(ip_hash, event_ids):
-            return {"kind": "forget_click_owners", "ip": ip_hash, "es": list(event_ids)}
+        case ForgetClickOwners(ip_hash, influencer_id, event_ids):
+            return {
+                "kind": "forget_click_owners",
+                "ip": ip_hash,
+                "i": influencer_id,
+                "es": list(event_ids),
+            }
         case VisitorClick(visitor_id, touchpoint):
             return {"kind": "visitor_click", "v": visitor_id, "tp": touchpoint.to_wire()}
         case VisitorLink(visitor_id, customer_id, occurred_at, event_id):
@@ -391,7 +406,7 @@ def command_from_wire(wire: Wire) -> Command:
         case "screen_click":
             return ScreenClick(wire["ip"], wire["ua"], Touchpoint.from_wire(wire["tp"]))
         case "forget_click_owners":
-            return ForgetClickOwners(wire["ip"], tuple(wire["es"]))
+            return ForgetClickOwners(wire["ip"], wire["i"], tuple(wire["es"]))
         case "visitor_click":
             return VisitorClick(wire["v"], Touchpoint.from_wire(wire["tp"]))
         case "visitor_link":

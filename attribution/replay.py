@@ -29,6 +29,7 @@ from attribution.messages import (
     LockRate,
     customer_key,
     order_key,
+    traffic_key,
 )
 from attribution.routing import route_event
 from attribution.rows import (
@@ -117,7 +118,7 @@ class LocalPipeline:
         self, command: Command
     ) -> Sequence[TrafficOutput | VisitorOutput | LedgerOutput | JourneyOutput]:
         if isinstance(command, TRAFFIC_COMMANDS):
-            key = command.ip_hash
+            key = traffic_key(command)
             traffic, traffic_outputs = apply_to_traffic(self.traffic.get(key), command, self.rules)
             _store(self.traffic, key, traffic)
             return traffic_outputs

@@ -30,7 +30,7 @@ from attribution.rows import (
     OrderItemRow,
     Row,
 )
-from attribution.traffic import classification_row, event_flags
+from attribution.traffic import KNOWN_CRAWLER, classification_row, event_flags
 from schemas.events import (
     Click,
     CodeRedemption,
@@ -112,10 +112,11 @@ def route_event(event: Event, catalog: Catalog, pii_key: bytes = b"") -> Routed:
                     flags=event_flags(event.user_agent),
                     ip_hash=one_copy(ip_hash),
                 )
-                if ip_hash:
+                if ip_hash and KNOWN_CRAWLER not in touchpoint.flags:
                     routed.to_traffic.append(ScreenClick(ip_hash, user_agent_hash, touchpoint))
                 else:
-                    # Without a key no address is kept: only the click's own reasons apply.
+                    # Without a key no address is kept: only the click's own reasons apply. A
+                    # crawler's click is invalid whatever its neighbours; crawlers click a lot.
                     routed.to_visitors.append(VisitorClick(event.visitor_id, touchpoint))
                     routed.rows.append(classification_row(touchpoint, 0))
             elif customer_id:

@@ -54,11 +54,15 @@ class Rules:
     """A click less than this before an order is too fast to be human: it earns nothing for it."""
 
     @property
+    def traffic_reach(self) -> timedelta:
+        """How far apart two clicks of an address can be and still classify one another."""
+        return max(self.duplicate_click_window, self.click_burst_window)
+
+    @property
     def traffic_retention(self) -> timedelta:
-        """How far behind an IP's newest click an older one may still matter: a late click
-        reclassifies clicks up to one window away, whose classification looks one more back."""
-        reach = max(self.duplicate_click_window, self.click_burst_window)
-        return 2 * reach + self.allowed_lateness
+        """How far behind an address's newest click an older one may still matter: a late click
+        reclassifies clicks up to one reach away, whose classification looks one more back."""
+        return 2 * self.traffic_reach + self.allowed_lateness
 
     @property
     def touchpoint_retention(self) -> timedelta:

@@ -13,6 +13,10 @@ with the other clicks of its IP address are found here, keyed by the keyed hash 
 A classification is a function of the clicks alone, never of their arrival order: a click that
 arrives late reclassifies its neighbours, whose new flags travel the click's own way (visitor,
 then journey) and restate the orders they were credited to.
+
+Both rules are per influencer, so the stage is keyed by address and influencer
+(`attribution.messages.traffic_key`), and a key keeps at most `MAX_CLICKS_KEPT` clicks: one
+address cannot grow a state (a changelog record) without bound.
 """
 
 from __future__ import annotations
@@ -31,11 +35,16 @@ from attribution.messages import (
     TrafficCommand,
     VisitorClick,
     Wire,
+    traffic_key,
 )
 from attribution.rows import ClickClassificationRow
 from attribution.rules import ClickPolicy, Rules, same_day
 
 RULES_VERSION = 1
+MAX_CLICKS_KEPT = 1000
+"""Clicks kept per address and influencer: the oldest beyond it are forgotten early. More
+clicks than this on one creator from one address within the allowed lateness is a bot's
+traffic, whose clicks the burst rule has flagged already."""
 """Bumped whenever a rule's definition (not its thresholds, which are settings) changes."""
 VALID, SUSPICIOUS, INVALID = "valid", "suspicious", "invalid"
 KNOWN_CRAWLER = "known_crawler"
@@ -108,7 +117,8 @@ class ScreenedClick:
 
 @dataclass(slots=True)
 class Traffic:
-    ip_hash: str
+    key: str
+    """The address's keyed hash and the influencer (`traffic_key`)."""
     clicks: dict[str, ScreenedClick] = field(default_factory=dict)
     newest_event_at: datetime | None = None
 
@@ -199,10 +209,6 @@ def forget_owners(traffic: Traffic, event_ids: Iterable[str]) -> None:
             click.touchpoint = replace(click.touchpoint, visitor_id="", customer_id="")
 
 
-def _neighbourhood(rules: Rules) -> timedelta:
-    return max(rules.duplicate_click_window, rules.click_burst_window)
-
-
 def apply_to_traffic(
     traffic: Traffic | None, command: TrafficCommand, rules: Rules
 ) -> tuple[Traffic | None, list[TrafficOutput]]:
@@ -224,7 +230,7 @@ def apply_to_traffic(
             forget_owners(traffic, command.event_ids)
         return traffic, []
     if traffic is None:
-        traffic = Traffic(command.ip_hash)
+        traffic = Traffic(traffic_key(command))
     touchpoint = command.touchpoint
     known = traffic.clicks.get(touchpoint.event_id)
     if known is not None:
@@ -233,7 +239,7 @@ def apply_to_traffic(
     traffic.clicks[touchpoint.event_id] = arrived
     # Only clicks near the new one can change; the ones further away keep the flags they have,
     # which the clicks already forgotten may have given them.
-    reach = _neighbourhood(rules)
+    reach = rules.traffic_reach
     moment = touchpoint.occurred_at
     nearby = [
         click
@@ -249,11 +255,18 @@ def apply_to_traffic(
         if click is arrived:
             click.flags = flags
             outputs.extend(_forward(click))
-        elif flags != click.flags:
-            click.flags = flags
-            click.version += 1
-            outputs.extend(_forward(click))
+        else:
+            # Reasons only grow; a neighbour of a click later than the allowed lateness may have
+            # lost a click that gave it one, and keeps it.
+            flags = merged_flags(click.flags, flags)
+            if flags != click.flags:
+                click.flags = flags
+                click.version += 1
+                outputs.extend(_forward(click))
     _advance_clock(traffic, moment, rules)
+    if len(traffic.clicks) > MAX_CLICKS_KEPT:
+        oldest = min(traffic.clicks.values(), key=lambda click: click.touchpoint.occurred_at)
+        del traffic.clicks[oldest.touchpoint.event_id]
     return traffic, outputs
 
 
@@ -279,7 +292,7 @@ def traffic_expires_at(traffic: Traffic, rules: Rules) -> datetime | None:
 
 def traffic_to_wire(traffic: Traffic) -> Wire:
     return {
-        "ip": traffic.ip_hash,
+        "k": traffic.key,
         "n": None if traffic.newest_event_at is None else traffic.newest_event_at.isoformat(),
         "c": [
             [click.touchpoint.to_wire(), click.user_agent_hash, list(click.flags), click.version]
@@ -290,7 +303,7 @@ def traffic_to_wire(traffic: Traffic) -> Wire:
 
 def traffic_from_wire(wire: Wire) -> Traffic:
     traffic = Traffic(
-        wire["ip"], newest_event_at=None if wire["n"] is None else datetime.fromisoformat(wire["n"])
+        wire["k"], newest_event_at=None if wire["n"] is None else datetime.fromisoformat(wire["n"])
     )
     for touchpoint_wire, user_agent_hash, flags, version in wire["c"]:
         touchpoint = Touchpoint.from_wire(touchpoint_wire)

@@ -5,9 +5,14 @@ from __future__ import annotations
 
 from iso4217 import Currency
 
+# Withdrawn from ISO 4217 since 2024 (the package follows the current list), but orders of the
+# months before are still in the histories storefronts backfill.
+WITHDRAWN_MINOR_UNIT_DIGITS = {"ANG": 2, "BGN": 2, "CUC": 2, "SLL": 2, "ZWL": 2}
+
 # Funds and metals (XAU, XDR, ...) have no minor unit: they are not currencies of an order.
 MINOR_UNIT_DIGITS: dict[str, int] = {
-    currency.code: currency.exponent for currency in Currency if currency.exponent is not None
+    **WITHDRAWN_MINOR_UNIT_DIGITS,
+    **{currency.code: currency.exponent for currency in Currency if currency.exponent is not None},
 }
 
 

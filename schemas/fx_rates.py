@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import zipfile
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from importlib import resources
@@ -19,6 +19,19 @@ class RateFileError(ValueError):
     def __init__(self, line: int, column: str, reason: str) -> None:
         super().__init__(f"line {line}, column {column}: {reason}")
         self.line, self.column, self.reason = line, column, reason
+
+
+def _publication_date(text: str) -> date | None:
+    """The history file's ISO dates, or the daily file's "30 October 2026"."""
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        pass
+    try:
+        # A publication date, not an instant: no time zone to attach.
+        return datetime.strptime(text, "%d %B %Y").date()  # noqa: DTZ007
+    except ValueError:
+        return None
 
 
 def parse_ecb_rates(text: str) -> PerEuroTable:
@@ -41,10 +54,9 @@ def parse_ecb_rates(text: str) -> PerEuroTable:
     for line, cells in enumerate(reader, start=2):
         if not cells:
             continue
-        try:
-            day = date.fromisoformat(cells[0].strip())
-        except ValueError:
-            raise RateFileError(line, "Date", f"not a date: {cells[0]!r}") from None
+        day = _publication_date(cells[0].strip())
+        if day is None:
+            raise RateFileError(line, "Date", f"not a date: {cells[0]!r}")
         row: dict[str, Decimal] = {}
         for currency, cell in zip(currencies, cells[1:], strict=False):
             value = cell.strip()

@@ -154,7 +154,8 @@ def code_leak_select(on_day: str | None = None) -> str:
             WHERE order_id IN ({redeemed})
         ) AS o ON o.order_id = r.order_id
         LEFT JOIN (
-            SELECT order_id, true AS credited, max(code_policy = 'code_wins') AS code_wins,
+            SELECT order_id, true AS credited,
+                   max(code_policy = 'code_wins' AND touchpoint_type = 'code') AS code_wins,
                    groupUniqArrayIf(influencer_id, touchpoint_type = 'click') AS click_owners
             FROM credits FINAL
             WHERE NOT is_deleted AND order_id IN ({redeemed})

@@ -6,8 +6,8 @@ ReplacingMergeTree tables keyed by what they insert), so two workers starting at
 against one server end with the same schema.
 
 The KPI views read the final state (FINAL, deletions dropped) and follow contract 6. Ratios are
-exact decimals (`divideDecimal`), NULL when their denominator is 0. Revenue sums assume one
-currency per campaign (the campaign's `currency`).
+exact decimals (`divideDecimal`), NULL when their denominator is 0. Amounts are in the reporting
+currency (migration 11).
 """
 
 from __future__ import annotations
@@ -426,15 +426,22 @@ REPORTING_CURRENCY = (
     SELECT order_id, customer_id, order_at, currency, total, net_revenue
     FROM orders FINAL WHERE reporting_currency = ''
     """,
-    # The rate of the last publication on or before the campaign's first day.
+    # A campaign's rate is locked like an order's (attribution/fx.py): the last publication on or
+    # before its first day, at most 7 days before it, once a publication on or after that day
+    # is known; a campaign in the reporting currency converts at 1 whatever the rates.
     """
     CREATE OR REPLACE VIEW campaign_fx AS
-    SELECT k.campaign_id AS campaign_id, k.currency AS currency,
-           r.reporting_currency AS reporting_currency, r.rate AS rate,
-           r.published_on AS published_on
-    FROM catalog_campaigns AS k
+    WITH (SELECT any(reporting_currency) FROM fx_rates) AS reporting,
+         (SELECT max(published_on) FROM fx_rates) AS last_published
+    SELECT campaign_id, currency, reporting AS reporting_currency,
+           toDecimal128(1, 20) AS rate, toDate(starts_at) AS published_on
+    FROM catalog_campaigns WHERE currency = reporting
+    UNION ALL
+    SELECT k.campaign_id, k.currency, r.reporting_currency, r.rate, r.published_on
+    FROM (SELECT * FROM catalog_campaigns WHERE currency != reporting) AS k
     ASOF INNER JOIN (SELECT * FROM fx_rates FINAL) AS r
         ON r.currency = k.currency AND toDate(k.starts_at) >= r.published_on
+    WHERE r.published_on >= toDate(k.starts_at) - 7 AND toDate(k.starts_at) <= last_published
     """,
     """
     CREATE OR REPLACE VIEW credit_facts AS

@@ -272,7 +272,8 @@ def payouts_report(settings: Settings, period: Period, as_of: datetime) -> Wire:
         method="POST",
     )
     try:
-        with urllib.request.urlopen(request, timeout=60) as response:
+        # Closing months of a large history takes a while; the worker finishes it regardless.
+        with urllib.request.urlopen(request, timeout=600) as response:
             served: Wire = json.loads(response.read())
             return served
     except urllib.error.HTTPError as error:

@@ -198,7 +198,7 @@ class Metrics:
         self.orders_missing_fx_rate = Gauge(
             "attribution_orders_missing_fx_rate",
             "Orders attributed in their own currency only, waiting for their day's exchange rate "
-            "(the view orders_missing_fx_rate; at most 10,000 are counted per check).",
+            "(the view orders_missing_fx_rate).",
             registry=registry,
         )
         self.campaign_clicks = Gauge(
@@ -271,3 +271,9 @@ class Metrics:
             ):
                 self.benchmark_conversion_ratio.labels(category, bound).set(float(rate))
                 self.benchmark_aov.labels(category, bound).set(float(aov))
+
+    def count_classification(self, status: str, reasons: tuple[str, ...]) -> None:
+        """A click classification sent on (by the traffic stage, or by routing without a key)."""
+        self.clicks_classified.labels(status).inc()
+        for reason in reasons:
+            self.click_flags.labels(reason).inc()

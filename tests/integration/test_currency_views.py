@@ -36,14 +36,19 @@ CATALOG = CatalogFiles(
     campaigns=[
         CampaignRow.model_validate(
             {
-                "campaign_id": "euro",
-                "name": "Euro launch",
+                "campaign_id": campaign_id,
+                "name": campaign_id,
                 "category": "fashion",
-                "starts_at": "2026-10-22T00:00:00Z",
-                "ends_at": "2026-11-30T00:00:00Z",
+                "starts_at": starts_at,
+                "ends_at": "2027-01-31T00:00:00Z",
                 "budget": "5000",
-                "currency": "EUR",
+                "currency": currency,
             }
+        )
+        for campaign_id, starts_at, currency in (
+            ("euro", "2026-10-22T00:00:00Z", "EUR"),
+            ("euro-later", "2026-12-01T00:00:00Z", "EUR"),
+            ("dollar-later", "2026-12-01T00:00:00Z", "USD"),
         )
     ],
     contracts=[
@@ -156,3 +161,20 @@ def test_payouts_are_in_the_reporting_currency_with_fees_at_the_campaigns_start_
         "commission": Decimal("16.15"),
         "post_fees": Decimal("223.00"),
     }
+
+
+def test_a_campaign_converts_at_its_start_rate_once_it_is_published(
+    clickhouse: tuple[Client, ClickHouseWriter],
+) -> None:
+    _, writer = clickhouse
+
+    _, rows = writer.query(
+        "SELECT campaign_id, toString(rate), toString(published_on) FROM campaign_fx "
+        "ORDER BY campaign_id"
+    )
+
+    # euro-later starts after the newest publication (23 October): no rate yet, no spend.
+    assert [tuple(row) for row in rows] == [
+        ("dollar-later", "1", "2026-12-01"),
+        ("euro", "1.115", "2026-10-22"),
+    ]

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from attribution.replay import LocalPipeline
 from attribution.rows import ClickClassificationRow, CreditRow, Row
 from attribution.rules import ClickPolicy, Rules
+from attribution.traffic import MAX_CLICKS_KEPT
 from schemas.events import Event, validate_event
 from simulation.storefront import Storefront
 from tests.unit.helpers import CATALOG, arrival_within_lateness, event, order
@@ -310,3 +311,25 @@ def test_every_order_is_credited_in_full_under_every_policy(policy: ClickPolicy)
         key = (row.order_id, row.model)
         per_order_model[key] = per_order_model.get(key, Decimal(0)) + row.credit
     assert set(per_order_model.values()) == {Decimal(1)}
+
+
+def test_a_busy_address_keeps_a_bounded_state_per_influencer() -> None:
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+    clicks = [
+        click(
+            f"b{n}",
+            (start + timedelta(minutes=3 * n)).isoformat(),
+            f"bv{n}",
+            "bob",
+            ip="192.0.2.8",
+            user_agent=f"Browser/{n}",
+        )
+        for n in range(MAX_CLICKS_KEPT + 200)
+    ]
+    clicks.append(click("a0", start.isoformat(), "av0", "anna", ip="192.0.2.8"))
+
+    run = Run(clicks)
+
+    kept = {key: len(traffic.clicks) for key, traffic in run.pipeline.traffic.items()}
+    assert sorted(kept.values()) == [1, MAX_CLICKS_KEPT]  # one key per influencer
+    assert run.classification("b5") == ("valid", ())  # 3 minutes apart, each its own browser

