@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from attribution.messages import Touchpoint
 from attribution.replay import LocalPipeline
 from attribution.rows import ClickClassificationRow, CreditRow, Row
 from attribution.rules import ClickPolicy, Rules
@@ -333,3 +334,23 @@ def test_a_busy_address_keeps_a_bounded_state_per_influencer() -> None:
     kept = {key: len(traffic.clicks) for key, traffic in run.pipeline.traffic.items()}
     assert sorted(kept.values()) == [1, MAX_CLICKS_KEPT]  # one key per influencer
     assert run.classification("b5") == ("valid", ())  # 3 minutes apart, each its own browser
+
+
+def test_clicks_stored_before_classification_decode_as_valid_and_unscreened() -> None:
+    """A changelog written before this version carries none of the new touchpoint keys."""
+    wire = {
+        "e": "k1",
+        "t": "2026-03-01T10:00:00+00:00",
+        "i": "anna",
+        "c": "spring",
+        "p": "instagram",
+        "r": "micro",
+        "v": "v1",
+        "u": "",
+        "k": "",
+    }
+
+    touchpoint = Touchpoint.from_wire(wire)
+
+    assert (touchpoint.flags, touchpoint.ip_hash, touchpoint.requires_click) == ((), "", False)
+    assert touchpoint.to_wire() == wire  # and a valid click is written back as small as before

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from attribution.fx import ExchangeRates
+from attribution.messages import OrderFacts
 from attribution.replay import LocalPipeline
 from attribution.rows import CreditRow, OrderRow
 from attribution.rules import Rules
@@ -253,3 +254,34 @@ def test_reporting_amounts_do_not_depend_on_arrival_order_and_add_up_per_order(
         )
     for (order_id, _), reporting in reporting_by_order_model.items():
         assert reporting == orders[order_id].reporting_net_revenue
+
+
+def test_a_rate_older_than_a_week_is_no_rate_for_the_day() -> None:
+    """A withdrawn currency: the ECB stopped publishing it while others go on."""
+    rates = ExchangeRates(
+        "USD",
+        {
+            date(2026, 10, 1): {"USD": Decimal("1.10"), "BGN": Decimal("1.9558")},
+            date(2026, 10, 12): {"USD": Decimal("1.11")},
+        },
+    )
+
+    assert rates.lock("BGN", date(2026, 10, 7)) is not None  # 6 days after its last rate
+    assert rates.lock("BGN", date(2026, 10, 9)) is None  # 8 days after
+
+
+def test_orders_stored_before_exchange_rates_decode_as_waiting() -> None:
+    """A changelog written before this version: an order without a rate is a waiting one."""
+    wire = {
+        "e": "o1",
+        "o": "O1",
+        "u": "c1",
+        "t": "2026-03-01T10:00:00+00:00",
+        "cur": "EUR",
+        "total": "10.00",
+    }
+
+    facts = OrderFacts.from_wire(wire)
+
+    assert (facts.fx, facts.total) == (None, Decimal("10.00"))
+    assert OrderFacts.from_wire(facts.to_wire()) == facts
