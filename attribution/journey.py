@@ -156,9 +156,15 @@ class ReportingSplit:
         fx = facts.fx
         return cls(fx.reporting_currency, fx.rate, fx.published_on, fx.convert(net_revenue))
 
-    def split(self, credits: Sequence[Decimal]) -> list[Decimal]:
+    def split(
+        self, credits: Sequence[Decimal], revenues: list[Decimal], order_currency: str
+    ) -> list[Decimal]:
+        """The reporting revenue credits, given the order's own (`revenues`): the same when
+        the order is in the reporting currency, as most orders are."""
         if not self.currency:
             return [Decimal(0)] * len(credits)
+        if self.currency == order_currency:
+            return revenues
         return split_revenue(self.net_revenue, credits, self.currency)
 
 
@@ -234,7 +240,7 @@ def credit_rows(
             continue
         credits = model_credits(model, times, facts.occurred_at, rules.half_life)
         revenues = split_revenue(net_revenue, credits, facts.currency)
-        reporting_revenues = reporting.split(credits)
+        reporting_revenues = reporting.split(credits, revenues, facts.currency)
         for position, (touchpoint, credit, revenue, reporting_revenue) in enumerate(
             zip(touchpoints, credits, revenues, reporting_revenues, strict=True), start=1
         ):

@@ -76,9 +76,9 @@ def status_of(flags: Iterable[str]) -> str:
     return SUSPICIOUS if reasons else VALID
 
 
-def earns(flags: Iterable[str], policy: ClickPolicy) -> bool:
+def earns(flags: tuple[str, ...], policy: ClickPolicy) -> bool:
     """Whether a click with these reasons may be credited under the policy."""
-    if policy is ClickPolicy.RELAXED:
+    if not flags or policy is ClickPolicy.RELAXED:
         return True
     status = status_of(flags)
     return status == VALID or (status == SUSPICIOUS and policy is ClickPolicy.MODERATE)
