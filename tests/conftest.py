@@ -11,6 +11,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess, free_port
+from tests.integration.helpers import PII_SALT
 
 KAFKA = ("127.0.0.1", 19092)
 REDIS = ("127.0.0.1", 16379)
@@ -49,6 +50,7 @@ def isolated_settings(tmp_path: Path, services: None) -> Iterator[Settings]:
         partitions=4,
         log_level="info",
         sink_batch_seconds=0.3,
+        pii_salt=PII_SALT,
     )
     asyncio.run(_delete_topics_of(unique))
 

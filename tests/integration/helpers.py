@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
+from pydantic import SecretStr
 
 from attribution.replay import LocalPipeline
 from schemas.catalog import read_catalog_dir
@@ -22,6 +23,9 @@ from streams.worker_process import WorkerProcess, free_port
 from tests.waiting import wait_until
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
+# Every integration worker runs with a key, as production does, so clicks pass the traffic stage
+# (attribution/traffic.py) and every end-to-end test checks it too; replays must use it as well.
+PII_SALT = SecretStr("integration-tests")
 FINAL_CREDITS_SQL = """
     SELECT order_id, model, touchpoint_event_id, influencer_id, campaign_id,
            toString(credit), toString(revenue_credit), currency

@@ -35,7 +35,7 @@ from simulation.storefront import Storefront
 from sinks.catalog_store import publish_catalog
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess, free_port
-from tests.integration.helpers import feed, replay_credits, wait_for_credits
+from tests.integration.helpers import PII_SALT, feed, replay_credits, wait_for_credits
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -78,6 +78,7 @@ def settings(cluster: str, tmp_path: Path) -> Iterator[Settings]:
         replication_factor=3,
         min_insync_replicas=2,
         sink_batch_seconds=0.3,
+        pii_salt=PII_SALT,
     )
     yield settings
     asyncio.run(_admin(settings, _delete_topics))

@@ -26,6 +26,7 @@ from streams.backfill import load_history
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
 from tests.integration.helpers import (
+    PII_SALT,
     Credit,
     assigned_event_partitions,
     clickhouse_credits,
@@ -87,7 +88,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory, services: None) -> Scenar
     lines = [json.dumps(event).encode() for event in live]
     earlier = [json.dumps(event).encode() for event in history]
     assert len(lines) >= 33_000 and len(earlier) >= 5_000
-    expected = replay_credits([*earlier, *lines], catalog_dir, Settings())
+    expected = replay_credits([*earlier, *lines], catalog_dir, Settings(pii_salt=PII_SALT))
     return Scenario(catalog_dir, earlier, lines, expected)
 
 

@@ -25,6 +25,7 @@ from streams.fencing import ChangelogFence, record_generation
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
 from tests.integration.helpers import (
+    PII_SALT,
     Credit,
     assigned_event_partitions,
     events_consumed,
@@ -49,7 +50,9 @@ class Scenario:
 
     def expected(self, count: int | None = None) -> set[Credit]:
         """The replay's credits once the history and the first `count` live lines are in."""
-        return replay_credits([*self.history, *self.lines[:count]], self.catalog_dir, Settings())
+        return replay_credits(
+            [*self.history, *self.lines[:count]], self.catalog_dir, Settings(pii_salt=PII_SALT)
+        )
 
     def cut(self, *shares: float) -> list[list[bytes]]:
         """The lines in consecutive chunks ending at each share of the whole."""
