@@ -21,6 +21,7 @@ from attribution.rules import ClickPolicy, Rules
 from attribution.traffic import MAX_CLICKS_KEPT
 from schemas.events import Event, validate_event
 from simulation.storefront import Storefront
+from tests.unit import helpers
 from tests.unit.helpers import CATALOG, arrival_within_lateness, event, order
 
 PII_KEY = b"test-salt"
@@ -32,17 +33,7 @@ def click(
     event_id: str, when: str, visitor: str, influencer: str, ip: str = "198.51.100.7", **fields: Any
 ) -> Event:
     fields.setdefault("user_agent", BROWSER)
-    return event(
-        "click",
-        event_id,
-        when,
-        visitor_id=visitor,
-        url="https://shop.example/",
-        influencer_id=influencer,
-        campaign_id="spring",
-        ip=ip,
-        **fields,
-    )
+    return helpers.click(event_id, when, visitor, influencer, ip=ip, **fields)
 
 
 class Run:
