@@ -25,7 +25,7 @@ from schemas.collector import (
     signature_valid,
     split_batch,
 )
-from schemas.events import InvalidEvent, parse_json, validate_event
+from schemas.events import InvalidEvent, parse_json, records_of, validate_event
 from streams.app import Topology
 
 if TYPE_CHECKING:
@@ -52,11 +52,11 @@ async def _read_limited(request: Request) -> bytes | None:
 
 
 async def _produce_all(topology: Topology, documents: list[bytes]) -> bool:
-    """Send every document to the events topic and wait for the broker's acknowledgements,
+    """Send the documents to the events topic and wait for the broker's acknowledgements,
     all within the collector's timeout (a broker that is down must not hang the request)."""
 
     async def produce() -> None:
-        pending = [await topology.events.send(value=document) for document in documents]
+        pending = [await topology.events.send(value=record) for record in records_of(documents)]
         await asyncio.gather(*pending)
 
     try:

@@ -11,20 +11,28 @@ from agents.emit import Outbox, send_dead_letter
 from attribution.lateness import LatenessTracker
 from attribution.routing import route_event
 from attribution.rows import ClickClassificationRow
-from schemas.events import InvalidEvent, decode_event
+from schemas.events import Event, RefusedEvent, decode_record
 from streams.app import Topology
 
 log = logging.getLogger(__name__)
 
 
-async def _ingest_one(
+async def _ingest_record(
     topology: Topology, raw: bytes, outbox: Outbox, lateness: LatenessTracker
-) -> None:
-    try:
-        parsed = decode_event(raw)
-    except InvalidEvent as error:
-        await send_dead_letter(topology, payload=raw, field=error.field, reason=error.message)
-        return
+) -> int:
+    """Route the events of one record (one event or an array of them); return how many."""
+    decoded = decode_record(raw)
+    for item in decoded:
+        if isinstance(item, RefusedEvent):
+            await send_dead_letter(
+                topology, payload=item.payload, field=item.error.field, reason=item.error.message
+            )
+        else:
+            _route(topology, item, outbox, lateness)
+    return len(decoded)
+
+
+def _route(topology: Topology, parsed: Event, outbox: Outbox, lateness: LatenessTracker) -> None:
     topology.metrics.events_valid.labels(parsed.type).inc()
     if lateness.observe(parsed.occurred_at, datetime.now(UTC)):
         topology.metrics.late_events.labels(parsed.type).inc()
@@ -54,9 +62,9 @@ def register(topology: Topology) -> None:
             stream, settings.stage_batch_events, settings.stage_batch_seconds, outbox.send
         ) as pending:
             async for event in pending.events():
-                metrics.events_consumed.inc()
-                await _ingest_one(topology, event.value, outbox, lateness)
-                await pending.done(event)
+                events = await _ingest_record(topology, event.value, outbox, lateness)
+                metrics.events_consumed.inc(events)
+                await pending.done(event, units=events)
 
     @topology.app.task  # type: ignore[untyped-decorator]
     async def declare_dead_letters() -> None:

@@ -5,14 +5,17 @@ python -m bench.pipeline_bench --events 300000
 1. a synthetic storefront (Zipf-popular influencers across tiers and platforms; clicks,
    cross-device identifies, codes, orders, refunds, late and duplicate deliveries) is produced
    to a fresh events topic;
-2. the raw aiokafka consume ceiling over that topic;
+2. the raw aiokafka consume ceiling over that topic, and the framework's floor: a plain Faust
+   agent that only reads it and commits (bench/faust_floor.py);
 3. a worker drains the backlog: sustained events/s end to end (five models, ClickHouse sink),
    peak RSS, and the credits checked against the replay (rows and cents);
 4. a second stream at half that rate: event produced -> credit row stored in ClickHouse,
    p50/p99 from the worker's own histogram;
 5. the worker restarted: time to restore its tables (journeys counted);
-6. the same backlog through two `stages` workers and one `sink` (scale-out), checked again;
-7. restore at scale: the tables the replay builds for a storefront of at least 100k journeys
+6. the same events written 100 to a record (JSON arrays, as the collector writes a request),
+   drained by one worker and checked again (`--events-per-record`);
+7. the same backlog through two `stages` workers and one `sink` (scale-out), checked again;
+8. restore at scale: the tables the replay builds for a storefront of at least 100k journeys
    (visitors, ledgers and journeys, encoded as the stages encode them) are written to a fresh
    app's changelogs, and a worker started on it is timed until its tables are restored.
 
@@ -27,6 +30,7 @@ import json
 import os
 import platform
 import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,7 +53,7 @@ from attribution.rules import Rules
 from bench import report
 from bench.replay_bench import state_per_touchpoint
 from schemas.catalog import read_catalog_dir
-from schemas.events import InvalidEvent, decode_event
+from schemas.events import InvalidEvent, decode_event, encode_record
 from simulation.storefront import Storefront
 from sinks.catalog_store import publish_catalog
 from streams.codecs import encode
@@ -256,11 +260,13 @@ def single_worker(
     asyncio.run(produce_events(settings.bootstrap_servers, settings.topic("events"), stream.lines))
     produce_rate = len(stream.lines) / (time.perf_counter() - began)
     ceiling = asyncio.run(consume_ceiling(settings, len(stream.lines)))
+    floor = faust_floor(settings, len(stream.lines))
 
     worker = WorkerProcess(settings, directory / "one.log")
     figures: dict[str, Any] = {
         "raw_produce_events_per_second": round(produce_rate),
         "raw_consume_events_per_second": round(ceiling),
+        "faust_floor_events_per_second": floor,
     }
     worker.start(ready_timeout=180)
     try:
@@ -268,6 +274,8 @@ def single_worker(
         throughput = len(stream.lines) / drain
         wait_until(lambda: credits_match(worker, stream), 300, "credits equal to the replay")
         figures["pipeline_events_per_second"] = round(throughput)
+        figures["pipeline_share_of_raw_consume"] = round(throughput / ceiling, 4)
+        figures["pipeline_share_of_faust_floor"] = round(throughput / floor, 4)
         figures["credits_equal_replay"] = True
         figures["credit_rows_linear"] = stream.expected_rows
 
@@ -301,6 +309,53 @@ def single_worker(
     figures["journeys_restored"] = journeys
     worker.stop()
     return figures
+
+
+def faust_floor(settings: Settings, records: int) -> int:
+    """Records/s of a plain Faust agent that only reads the events topic and commits."""
+    finished = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.faust_floor",
+            "--bootstrap",
+            settings.bootstrap_servers,
+            "--topic",
+            settings.topic("events"),
+            "--records",
+            str(records),
+        ],
+        capture_output=True,
+        check=True,
+        timeout=3600,
+    )
+    figures = json.loads(finished.stdout.decode().strip().splitlines()[-1])
+    return int(figures["records_per_second"])
+
+
+def batched_records(stream: Stream, directory: Path, per_record: int) -> dict[str, Any]:
+    """The same events written `per_record` to a record (JSON arrays, as the collector writes a
+    request), drained by one worker."""
+    settings = bench_settings(directory, "batched")
+    asyncio.run(ensure_topics(settings))
+    publish_catalog(settings.redis_url, settings.topic_prefix, read_catalog_dir(stream.catalog_dir))
+    records = [
+        encode_record(stream.lines[start : start + per_record])
+        for start in range(0, len(stream.lines), per_record)
+    ]
+    asyncio.run(produce_events(settings.bootstrap_servers, settings.topic("events"), records))
+    worker = WorkerProcess(settings, directory / "batched.log")
+    worker.start(ready_timeout=180)
+    try:
+        drain = wait_until(lambda: drained([worker], len(stream.lines)), 3600, "backlog drained")
+        wait_until(lambda: credits_match(worker, stream), 300, "credits equal to the replay")
+    finally:
+        worker.stop()
+    return {
+        "batched_events_per_record": per_record,
+        "batched_pipeline_events_per_second": round(len(stream.lines) / drain),
+        "batched_credits_equal_replay": True,
+    }
 
 
 def two_workers(stream: Stream, directory: Path) -> dict[str, Any]:
@@ -429,6 +484,12 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=300_000)
     parser.add_argument("--latency-seconds", type=float, default=30.0)
     parser.add_argument("--skip-scale-out", action="store_true")
+    parser.add_argument(
+        "--events-per-record",
+        type=int,
+        default=100,
+        help="also drain the stream written this many events to a record (1: skip)",
+    )
     parser.add_argument("--restore-journeys", type=int, default=100_000)
     parser.add_argument("--out", type=Path, default=Path("bench/results/pipeline.json"))
     args = parser.parse_args()
@@ -452,6 +513,8 @@ def main() -> None:
         "state_bytes_per_touchpoint": round(state_bytes / max(stored, 1)),
     }
     figures.update(single_worker(stream, latency_stream, directory, args.latency_seconds))
+    if args.events_per_record > 1:
+        figures.update(batched_records(stream, directory, args.events_per_record))
     if not args.skip_scale_out:
         figures.update(two_workers(stream, directory))
     if args.restore_journeys:

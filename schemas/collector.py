@@ -8,11 +8,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 from decimal import Decimal
 from typing import Any
 
-from schemas.events import InvalidEvent, parse_json, validate_event
+from schemas.events import InvalidEvent, encode_document, parse_json, validate_event
 
 MAX_BATCH_BYTES = 1_000_000
 MAX_BATCH_EVENTS = 1000
@@ -67,22 +66,12 @@ def split_batch(body: bytes) -> list[bytes]:
             items = parse_json(body)
         except (ValueError, RecursionError) as error:
             raise InvalidEvent("", f"not valid JSON: {error}") from None
-        documents = [_encode_exact(item) for item in items]
+        documents = [encode_document(item) for item in items]
     else:
         documents = [line.strip() for line in body.splitlines() if line.strip()]
     if len(documents) > MAX_BATCH_EVENTS:
         raise BatchTooLarge(f"more than {MAX_BATCH_EVENTS} events in one request")
     return documents
-
-
-def _encode_exact(item: Any) -> bytes:
-    return json.dumps(item, default=_exact_decimal, separators=(",", ": ")).encode()
-
-
-def _exact_decimal(value: Any) -> str:
-    if isinstance(value, Decimal):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 # --- Shopify webhooks -----------------------------------------------------------------

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -187,6 +189,10 @@ EVENT_MODELS: dict[str, type[_Event]] = {
 }
 _EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 MAX_EVENT_BYTES = 256 * 1024
+# Kafka's default limit of a request is 1 MiB: arrays of events are read up to just below it
+# and written in records of half that, leaving room for the record's own overhead.
+MAX_RECORD_BYTES = 1_000_000
+RECORD_TARGET_BYTES = 512 * 1024
 
 
 def _reject_constant(name: str) -> Any:
@@ -212,6 +218,85 @@ def decode_event(raw: bytes | str) -> Event:
     except (ValueError, RecursionError) as error:
         raise InvalidEvent("", f"not valid JSON: {error}") from None
     return validate_event(payload)
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedEvent:
+    """An event of a record that breaks the contract: the event as sent, and why."""
+
+    payload: bytes
+    error: InvalidEvent
+
+
+def decode_record(raw: bytes) -> list[Event | RefusedEvent]:
+    """The events of one record of the events topic, in order: a record is one event, or a
+    JSON array of events (the collector writes each request's events as one record, and
+    producers may do the same). Each event of an array is judged on its own.
+
+    >>> [type(item).__name__ for item in decode_record(b'[{"type":"identify","event_id":"e1",'
+    ...     b'"occurred_at":"2026-01-01T00:00:00Z","visitor_id":"v","customer_id":"c"},{}]')]
+    ['Identify', 'RefusedEvent']
+    """
+    if raw.lstrip()[:1] != b"[":
+        try:
+            return [decode_event(raw)]
+        except InvalidEvent as error:
+            return [RefusedEvent(raw, error)]
+    if len(raw) > MAX_RECORD_BYTES:
+        return [RefusedEvent(raw, InvalidEvent("", f"record larger than {MAX_RECORD_BYTES} bytes"))]
+    try:
+        items = parse_json(raw)
+    except (ValueError, RecursionError) as error:
+        return [RefusedEvent(raw, InvalidEvent("", f"not valid JSON: {error}"))]
+    decoded: list[Event | RefusedEvent] = []
+    for item in items:
+        try:
+            # A small record cannot hold an event above the limit: only a large one is measured.
+            if len(raw) > MAX_EVENT_BYTES and len(encode_document(item)) > MAX_EVENT_BYTES:
+                raise InvalidEvent("", f"event larger than {MAX_EVENT_BYTES} bytes")
+            decoded.append(validate_event(item))
+        except InvalidEvent as error:
+            decoded.append(RefusedEvent(encode_document(item), error))
+    return decoded
+
+
+def encode_document(document: Any) -> bytes:
+    """A parsed document as JSON again, its decimals as exact strings."""
+    return json.dumps(document, default=_decimal_text, separators=(",", ": ")).encode()
+
+
+def _decimal_text(value: Any) -> str:
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def encode_record(documents: Sequence[bytes]) -> bytes:
+    """Raw events as one record: the event itself when alone, else a JSON array of them."""
+    if len(documents) == 1:
+        return documents[0]
+    return b"[" + b",".join(documents) + b"]"
+
+
+def records_of(documents: list[bytes], limit: int = RECORD_TARGET_BYTES) -> list[bytes]:
+    """The documents as few records as fit under `limit` bytes each, in order: one record per
+    request is one read, one routing pass and one acknowledgement for all its events.
+
+    >>> records_of([b'{"a":1}', b'{"b":2}', b'{"c":3}'], limit=18)
+    [b'[{"a":1},{"b":2}]', b'{"c":3}']
+    """
+    records: list[bytes] = []
+    chunk: list[bytes] = []
+    size = 2  # the brackets
+    for document in documents:
+        if chunk and size + len(document) + 1 > limit:
+            records.append(encode_record(chunk))
+            chunk, size = [], 2
+        chunk.append(document)
+        size += len(document) + 1
+    if chunk:
+        records.append(encode_record(chunk))
+    return records
 
 
 def validate_event(payload: Any) -> Event:

@@ -107,29 +107,36 @@ def feed(settings: Settings, lines: list[bytes]) -> None:
     asyncio.run(produce_events(settings.bootstrap_servers, settings.topic("events"), lines))
 
 
-def dead_letters(settings: Settings, count: int) -> list[dict[str, Any]]:
-    async def read() -> list[dict[str, Any]]:
+def topic_records(settings: Settings, name: str, count: int) -> list[bytes]:
+    """The values of up to `count` records of the topic `name` (without prefix), from the
+    start; fewer when no more arrive within 30 s."""
+
+    async def read() -> list[bytes]:
         consumer = AIOKafkaConsumer(
-            settings.topic("dead-letters"),
+            settings.topic(name),
             bootstrap_servers=settings.bootstrap_servers,
             auto_offset_reset="earliest",
             group_id=None,
         )
         await consumer.start()
-        records: list[dict[str, Any]] = []
+        records: list[bytes] = []
         try:
             # Awaits the consumer, so not tests.waiting.wait_until (which blocks the loop).
             async with asyncio.timeout(30):
                 while len(records) < count:
                     batch = await consumer.getmany(timeout_ms=500)
-                    records += [json.loads(r.value) for rs in batch.values() for r in rs]
+                    records += [record.value for rs in batch.values() for record in rs]
         except TimeoutError:
-            pass  # fewer than `count`: the caller's assertion on the letters says how many
+            pass  # fewer than `count`: the caller's assertion on them says how many
         finally:
             await consumer.stop()
         return records
 
     return asyncio.run(read())
+
+
+def dead_letters(settings: Settings, count: int) -> list[dict[str, Any]]:
+    return [json.loads(value) for value in topic_records(settings, "dead-letters", count)]
 
 
 def click(event_id: str, **fields: Any) -> dict[str, Any]:

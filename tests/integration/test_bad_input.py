@@ -9,7 +9,7 @@ import random
 import pytest
 
 from attribution.privacy import keyed_hash
-from schemas.events import InvalidEvent, decode_event
+from schemas.events import RefusedEvent, decode_record
 from streams.worker_process import WorkerProcess
 from tests.integration.helpers import click, dead_letters, feed
 from tests.waiting import wait_until
@@ -32,31 +32,30 @@ def junk(rng: random.Random) -> bytes:
         return json.dumps({"type": "order", "event_id": "x", "total": "NaN"}).encode()
     if kind == 4:
         return json.dumps(click("big", url="u" * 300_000)).encode()
-    return json.dumps(rng.choice([1, "text", None, [], {"type": None}])).encode()
+    return json.dumps(rng.choice([1, "text", None, [1], {"type": None}])).encode()
 
 
 def test_worker_dead_letters_junk_and_keeps_processing(worker: WorkerProcess) -> None:
     rng = random.Random(20261123)
     payloads = [junk(rng) for _ in range(200)]
     valid = [json.dumps(click(f"ok{index}")).encode() for index in range(5)]
-    mixed = payloads[:100] + valid + payloads[100:]
-    invalid = 0
-    for payload in mixed:
-        try:
-            decode_event(payload)
-        except InvalidEvent:
-            invalid += 1
-    assert invalid == 200
+    # One record holding an array: its valid event counts, its invalid one is refused alone.
+    array = json.dumps([click("ok5"), {"type": "teleport", "event_id": "t1"}]).encode()
+    mixed = payloads[:100] + valid + payloads[100:] + [array]
+    decoded = [item for payload in mixed for item in decode_record(payload)]
+    invalid = sum(isinstance(item, RefusedEvent) for item in decoded)
+    assert (len(decoded), invalid) == (len(mixed) + 1, 201)
 
     feed(worker.settings, mixed)
 
     wait_until(
-        lambda: worker.sql("SELECT count() FROM clicks FINAL WHERE event_id LIKE 'ok%'") == [[5]],
+        lambda: worker.sql("SELECT count() FROM clicks FINAL WHERE event_id LIKE 'ok%'") == [[6]],
         timeout=60,
-        what="the 5 valid clicks among the junk in ClickHouse",
+        what="the 6 valid clicks among the junk in ClickHouse",
     )
     letters = dead_letters(worker.settings, invalid)
     assert len(letters) == invalid
+    assert {"type": "teleport", "event_id": "t1"} in [letter["payload"] for letter in letters]
     assert all(letter["reason"] for letter in letters)
     assert IP not in json.dumps(letters), "a dead letter kept a raw IP address"
     hashed_ip = keyed_hash(IP, worker.settings.pii_key)  # the workers run with a key
@@ -65,7 +64,7 @@ def test_worker_dead_letters_junk_and_keeps_processing(worker: WorkerProcess) ->
         for letter in letters
         if isinstance(letter["payload"], dict)
     )
-    assert worker.metric("attribution_events_consumed_total") == len(mixed)
+    assert worker.metric("attribution_events_consumed_total") == len(decoded)
     counted = {
         labels: value
         for (name, labels), value in worker.metrics().items()

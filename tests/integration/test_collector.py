@@ -19,7 +19,7 @@ import pytest
 from schemas.collector import sign
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
-from tests.integration.helpers import click, dead_letters
+from tests.integration.helpers import click, dead_letters, topic_records
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -88,10 +88,23 @@ def test_mixed_batch_accepts_valid_events_and_dead_letters_the_rest(
     assert all(letter["reason"] and letter["dead_lettered_at"] for letter in letters)
 
 
-def test_ndjson_is_accepted_like_an_array(collector: WorkerProcess) -> None:
+def test_ndjson_is_accepted_like_an_array_and_a_request_is_one_record(
+    collector: WorkerProcess,
+) -> None:
     body = b"\n".join(json.dumps(click(f"n{index}")).encode() for index in range(3))
     status, answer = post_events(collector, body)
     assert (status, answer["accepted"]) == (200, 3)
+    [record] = topic_records(collector.settings, "events", 2)
+    assert [event["event_id"] for event in json.loads(record)] == ["n0", "n1", "n2"]
+    wait_until(
+        lambda: (
+            collector.sql("SELECT event_id FROM clicks FINAL ORDER BY event_id")
+            == [["n0"], ["n1"], ["n2"]]
+        ),
+        timeout=60,
+        what="the three clicks of the one record in ClickHouse",
+    )
+    assert collector.metric("attribution_events_consumed_total") == 3
 
 
 def test_a_full_batch_arriving_in_many_reads_is_accepted_whole(collector: WorkerProcess) -> None:

@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from schemas.collector import (
     MAX_BATCH_EVENTS,
@@ -20,7 +22,15 @@ from schemas.collector import (
     signature_valid,
     split_batch,
 )
-from schemas.events import InvalidEvent, decode_event
+from schemas.events import (
+    MAX_EVENT_BYTES,
+    InvalidEvent,
+    RefusedEvent,
+    decode_event,
+    decode_record,
+    encode_record,
+    records_of,
+)
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "shopify"
 
@@ -96,3 +106,59 @@ def test_restock_only_refund_gives_no_event_and_bad_payloads_are_invalid() -> No
         shopify_order_events({"id": 1, "created_at": "2026-01-01T00:00:00", "total_price": "1"})
     with pytest.raises(InvalidEvent):
         shopify_refund_events([])
+
+
+def _click(event_id: str, url: str = "https://shop.example/?utm_content=anna") -> bytes:
+    return json.dumps(
+        {
+            "type": "click",
+            "event_id": event_id,
+            "occurred_at": "2026-11-20T10:00:00Z",
+            "visitor_id": "v1",
+            "url": url,
+        }
+    ).encode()
+
+
+def test_a_record_of_many_events_judges_each_on_its_own() -> None:
+    record = b'[%s,{"type":"order","event_id":"o1","total":"NaN"},%s]' % (
+        _click("c1"),
+        _click("c2"),
+    )
+    first, refused, last = decode_record(record)
+    assert not isinstance(first, RefusedEvent) and first.event_id == "c1"
+    assert not isinstance(last, RefusedEvent) and last.event_id == "c2"
+    assert isinstance(refused, RefusedEvent)
+    # The dead letter carries the refused event alone, not the whole record.
+    assert json.loads(refused.payload) == {"type": "order", "event_id": "o1", "total": "NaN"}
+
+
+def test_an_oversized_event_in_a_record_is_refused_alone_and_an_oversized_record_whole() -> None:
+    big = _click("big", url="https://shop.example/?" + "u" * MAX_EVENT_BYTES)
+    decoded = decode_record(encode_record([_click("c1"), big]))
+    assert [type(item).__name__ for item in decoded] == ["Click", "RefusedEvent"]
+    assert isinstance(decoded[1], RefusedEvent)
+    assert "larger than" in decoded[1].error.message
+    [whole] = decode_record(encode_record([big] * 4))
+    assert isinstance(whole, RefusedEvent)
+    assert "record larger than" in whole.error.message
+
+
+@given(
+    sizes=st.lists(st.integers(min_value=0, max_value=400), min_size=1, max_size=40),
+    slack=st.integers(min_value=0, max_value=2000),
+)
+def test_records_stay_under_their_limit_and_keep_every_event_in_order(
+    sizes: list[int], slack: int
+) -> None:
+    documents = [
+        _click(f"c{index}", url=f"https://shop.example/?p={'x' * size}")
+        for index, size in enumerate(sizes)
+    ]
+    limit = max(len(document) for document in documents) + 2 + slack
+    records = records_of(documents, limit)
+    assert all(len(record) <= limit for record in records)
+    events = [item for record in records for item in decode_record(record)]
+    assert [getattr(event, "event_id", None) for event in events] == [
+        f"c{index}" for index in range(len(sizes))
+    ]
