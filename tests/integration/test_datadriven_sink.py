@@ -119,10 +119,10 @@ Credits = dict[tuple[str, str], list[tuple[str, Decimal, Decimal, int]]]
 
 @dataclass(frozen=True)
 class Story:
-    paths_before_weights: list[tuple[Any, ...]]
+    paths_before_weights: list[list[Any]]
     first_version: int | None
     unchanged_version: int | None
-    weights: list[tuple[str, str, Decimal]]
+    weights: list[list[Any]]
     credits_v1: Credits
     credits_after_refund: Credits
     second_version: int | None
@@ -200,29 +200,35 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
         for _ in range(20):
             sink.write_closed_paths(watermark)
         sink.credit_orders(watermark)
-        paths = client.query(
-            "SELECT identity, converted, order_id, influencers FROM journey_paths FINAL "
-            "ORDER BY identity, order_id"
-        ).result_rows
+        paths = [
+            list(row)
+            for row in client.query(
+                "SELECT identity, converted, order_id, influencers FROM journey_paths FINAL "
+                "ORDER BY identity, order_id"
+            ).result_rows
+        ]
         first = sink.compute_weights(watermark, NOW)
         unchanged = sink.compute_weights(watermark, NOW)
-        weights = client.query(
-            "SELECT model, influencer_id, weight FROM model_weights FINAL ORDER BY model, 2"
-        ).result_rows
+        weights = [
+            list(row)
+            for row in client.query(
+                "SELECT model, influencer_id, weight FROM model_weights FINAL ORDER BY model, 2"
+            ).result_rows
+        ]
         settle(deliver(AUGUST))
         credits_v1, _ = credits(client)
         settle(deliver(REFUND))
         credits_after_refund, _ = credits(client)
         # A new version: the 90.00 order's own path (cleo > anna > ben > ben) joins the window.
-        watermark = sink.watermark(NOW)
-        assert watermark is not None
-        second = sink.compute_weights(watermark, NOW)
-        sink.credit_orders(watermark)
+        latest = sink.watermark(NOW)
+        assert latest is not None
+        second = sink.compute_weights(latest, NOW)
+        sink.credit_orders(latest)
         credits_after_second, reporting_after_second = credits(client)
         # A restarted sink rereads everything and finds nothing to write.
         [[rows_before]] = client.query("SELECT count() FROM credits").result_rows
         restarted = DataDrivenSink(writer, rules, timedelta(days=90), timedelta(days=30))
-        restarted.credit_orders(watermark)
+        restarted.credit_orders(latest)
         [[rows_after]] = client.query("SELECT count() FROM credits").result_rows
         yield Story(
             paths,
@@ -242,13 +248,13 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
 
 def test_every_journey_is_a_path_converting_or_not(story: Story) -> None:
     assert story.paths_before_weights == [
-        ("u-v1", 1, "o1", ["anna", "ben"]),
-        ("u-v2", 1, "o2", ["anna", "ben"]),
-        ("u-v4", 1, "o3", ["cleo", "ben"]),
-        ("u-v8", 1, "o4", []),
-        ("visitor:v3", 0, "", ["anna", "anna"]),
-        ("visitor:v5", 0, "", ["cleo"]),
-        ("visitor:v6", 0, "", ["ben"]),
+        ["u-v1", 1, "o1", ["anna", "ben"]],
+        ["u-v2", 1, "o2", ["anna", "ben"]],
+        ["u-v4", 1, "o3", ["cleo", "ben"]],
+        ["u-v8", 1, "o4", []],
+        ["visitor:v3", 0, "", ["anna", "anna"]],
+        ["visitor:v5", 0, "", ["cleo"]],
+        ["visitor:v6", 0, "", ["ben"]],
     ]
 
 
@@ -257,12 +263,12 @@ def test_weights_are_versioned_and_a_version_is_new_only_when_they_change(story:
     assert story.unchanged_version is None
     # docs/models.md: markov 2/7, 4/7, 1/7 (to 12 places); shapley 1/3, 1/2, 1/6.
     assert story.weights == [
-        ("markov", "anna", Decimal("0.285714285714000000")),
-        ("markov", "ben", Decimal("0.571428571429000000")),
-        ("markov", "cleo", Decimal("0.142857142857000000")),
-        ("shapley", "anna", Decimal("0.333333333333333333")),
-        ("shapley", "ben", Decimal("0.500000000000000000")),
-        ("shapley", "cleo", Decimal("0.166666666666666667")),
+        ["markov", "anna", Decimal("0.285714285714000000")],
+        ["markov", "ben", Decimal("0.571428571429000000")],
+        ["markov", "cleo", Decimal("0.142857142857000000")],
+        ["shapley", "anna", Decimal("0.333333333333333333")],
+        ["shapley", "ben", Decimal("0.500000000000000000")],
+        ["shapley", "cleo", Decimal("0.166666666666666667")],
     ]
 
 
