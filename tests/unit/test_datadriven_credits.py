@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -79,7 +80,7 @@ ORDER = [
 ]
 
 
-def split(rows: list[CreditRow], model: str) -> list[tuple[str, Decimal, Decimal, bool]]:
+def split(rows: Sequence[CreditRow], model: str) -> list[tuple[str, Decimal, Decimal, bool]]:
     return [
         (row.touchpoint_event_id, row.revenue_credit, row.reporting_revenue_credit, row.is_deleted)
         for row in rows
@@ -159,7 +160,12 @@ def test_touchpoints_no_longer_credited_are_retracted() -> None:
 
 def test_an_order_without_influencer_is_credited_whole_to_nobody() -> None:
     bare = replace(
-        ORDER[0], touchpoint_event_id="", influencer_id="", position=0, touchpoints=0, credit=1
+        ORDER[0],
+        touchpoint_event_id="",
+        influencer_id="",
+        position=0,
+        touchpoints=0,
+        credit=Decimal(1),
     )
     bare = replace(bare, revenue_credit=Decimal(9000), reporting_revenue_credit=Decimal("90.00"))
     rows = data_driven_rows([bare], WEIGHTS, {})
