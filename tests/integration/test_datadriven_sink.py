@@ -19,7 +19,7 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from attribution.replay import LocalPipeline
-from attribution.rows import Row
+from attribution.rows import ClickClassificationRow, Row
 from attribution.rules import Rules
 from schemas.catalog import CatalogFiles
 from schemas.events import decode_event
@@ -93,6 +93,8 @@ JUNE = [
     order("o3", "2026-06-05T12:00:00Z", "v4", "40.00"),
     click("k9", "2026-06-06T09:00:00Z", "v5", "cleo"),
     click("k10", "2026-06-07T09:00:00Z", "v6", "ben"),
+    # Classified invalid (below): a bot's journey makes no path.
+    click("k20", "2026-06-08T09:00:00Z", "v9", "cleo"),
     order("o4", "2026-08-15T12:00:00Z", "v8", "10.00"),
 ]
 # The order of the worked example: cleo, anna, ben, ben, 90.00.
@@ -129,6 +131,11 @@ class Story:
     credits_after_second_version: Credits
     reporting_after_second_version: dict[tuple[str, str], Decimal]
     rows_rewritten_on_rerun: int
+    kpis: list[list[Any]]
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(UTC)
 
 
 def credits(client: Client) -> tuple[Credits, dict[tuple[str, str], Decimal]]:
@@ -195,6 +202,13 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
             sink.credit_orders(watermark)
 
         watermark = deliver(JUNE)
+        writer.insert_now(
+            [
+                ClickClassificationRow(
+                    "k20", at("2026-06-08T09:00:00Z"), "cleo", "summer", "invalid", ("burst",), 1, 1
+                ).to_wire()
+            ]
+        )
         # 2026-08-15: the June clicks' lookback, restatement window and lateness (51 days) have
         # passed; the paths pass walks there 7 days of clicks at a time.
         for _ in range(20):
@@ -225,6 +239,13 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
         second = sink.compute_weights(latest, NOW)
         sink.credit_orders(latest)
         credits_after_second, reporting_after_second = credits(client)
+        kpis = [
+            list(row)
+            for row in client.query(
+                "SELECT model, sumIf(clicks, influencer_id = 'ben'), sum(credited_conversions) "
+                "FROM kpi_daily GROUP BY model ORDER BY model"
+            ).result_rows
+        ]
         # A restarted sink rereads everything and finds nothing to write.
         [[rows_before]] = client.query("SELECT count() FROM credits").result_rows
         restarted = DataDrivenSink(writer, rules, timedelta(days=90), timedelta(days=30))
@@ -241,6 +262,7 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
             credits_after_second,
             reporting_after_second,
             rows_after - rows_before,
+            kpis,
         )
     finally:
         client.close()
@@ -341,3 +363,22 @@ def test_reporting_revenue_is_split_like_the_linear_model_s_total(story: Story) 
     for order_id in ("o1", "o2", "o3", "o4", "o5"):
         assert totals[(order_id, "markov")] == totals[(order_id, "linear")] > 0
         assert totals[(order_id, "shapley")] == totals[(order_id, "linear")]
+
+
+def test_kpi_views_count_clicks_and_conversions_under_the_data_driven_models(story: Story) -> None:
+    clicks = 6  # ben's: k2, k4, k8, k10, k13, k14
+    conversions = 4  # o1, o2, o3, o5 (o4 has no influencer): each order's credits sum to 1
+    assert story.kpis == [
+        [model, clicks, conversions]
+        for model in sorted(
+            (
+                "first_click",
+                "last_click",
+                "linear",
+                "position_based",
+                "time_decay",
+                "markov",
+                "shapley",
+            )
+        )
+    ]
