@@ -132,6 +132,7 @@ class Story:
     reporting_after_second_version: dict[tuple[str, str], Decimal]
     rows_rewritten_on_rerun: int
     kpis: list[list[Any]]
+    erased_paths: list[list[Any]]
 
 
 def at(text: str) -> datetime:
@@ -251,6 +252,14 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
         restarted = DataDrivenSink(writer, rules, timedelta(days=90), timedelta(days=30))
         restarted.credit_orders(latest)
         [[rows_after]] = client.query("SELECT count() FROM credits").result_rows
+        writer.erase_customer("u-v1", "anon-1", ["v1", "v3"])
+        erased = [
+            list(row)
+            for row in client.query(
+                "SELECT identity, order_id FROM journey_paths FINAL WHERE identity IN "
+                "('u-v1', 'visitor:v3', 'anon-1', 'visitor:v5') ORDER BY identity, order_id"
+            ).result_rows
+        ]
         yield Story(
             paths,
             None if first is None else first.version,
@@ -263,6 +272,7 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
             reporting_after_second,
             rows_after - rows_before,
             kpis,
+            erased,
         )
     finally:
         client.close()
@@ -382,3 +392,8 @@ def test_kpi_views_count_clicks_and_conversions_under_the_data_driven_models(sto
             )
         )
     ]
+
+
+def test_an_erased_customer_s_paths_name_the_pseudonym(story: Story) -> None:
+    # u-v1's order path, and the journey of v3, a device of theirs; v5's is someone else's.
+    assert story.erased_paths == [["anon-1", ""], ["anon-1", "o1"], ["visitor:v5", ""]]
