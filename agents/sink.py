@@ -7,6 +7,7 @@ import time
 from collections import Counter
 from typing import Any
 
+from agents import datadriven
 from agents.batches import pending_events
 from streams.app import Topology
 from streams.codecs import decode
@@ -17,6 +18,8 @@ log = logging.getLogger(__name__)
 def register(topology: Topology) -> None:
     settings = topology.settings
     metrics = topology.metrics
+    # The data-driven models are credited from what this worker stored (docs/models.md).
+    datadriven.register(topology)
 
     @topology.app.agent(topology.rows, name="clickhouse-sink")
     async def clickhouse_sink(stream: Any) -> None:

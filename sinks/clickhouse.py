@@ -346,6 +346,14 @@ class ClickHouseWriter:
                     by_table[row["table"]].append(row)
             return stored + self._insert_tables(by_table)
 
+    def insert_columns(
+        self, table: str, data: Sequence[Sequence[Any]], names: Sequence[str]
+    ) -> None:
+        """Insert rows of native values (no wire conversion) into `table`, if there are any."""
+        if data:
+            with self._lock:
+                self._client.insert(table, data, column_names=names)
+
     def _insert_tables(self, by_table: dict[str, list[dict[str, Any]]]) -> int:
         for table, table_rows in by_table.items():
             names, data = to_columns(table_rows)
@@ -367,6 +375,12 @@ class ClickHouseWriter:
                 customer_id = if(customer_id = {customer:String}, {pseudonym:String}, customer_id),
                 visitor_id = '', ip_hash = '', user_agent_hash = ''
             WHERE customer_id = {customer:String} OR has({visitors:Array(String)}, visitor_id)
+            """,
+            # A journey's identity is its customer, else 'visitor:<id>' (sinks/datadriven.py).
+            """
+            ALTER TABLE journey_paths UPDATE identity = {pseudonym:String}
+            WHERE identity = {customer:String}
+                OR has(arrayMap(v -> concat('visitor:', v), {visitors:Array(String)}), identity)
             """,
             """
             ALTER TABLE identity_links DELETE

@@ -22,6 +22,10 @@ from sinks.fraud_views import FRAUD_VIEWS
 from sinks.payouts import PAYOUT_TABLES
 
 MODELS_ARRAY = "['first_click', 'last_click', 'linear', 'position_based', 'time_decay']"
+# The rule-based models and the data-driven ones (migration 15).
+ALL_MODELS_ARRAY = (
+    "['first_click', 'last_click', 'linear', 'position_based', 'time_decay', 'markov', 'shapley']"
+)
 DEFAULT_MARGIN = "0.30"  # the campaign guide's worked example; set yours in category_margins
 
 
@@ -504,6 +508,50 @@ CLICK_CLASSIFICATIONS = (
     *_with_invalid_clicks(KPI_VIEWS),
 )
 
+# Data-driven models (docs/models.md): every journey's path, the weights learned from the paths,
+# versioned, and the weights version each `markov` and `shapley` credit row was split by.
+DATA_DRIVEN = (
+    """
+    CREATE TABLE IF NOT EXISTS journey_paths (
+        path_id String,
+        identity String,
+        converted UInt8,
+        order_id String,
+        influencers Array(String),
+        campaigns Array(String),
+        platforms Array(LowCardinality(String)),
+        touched_at Array(DateTime64(6, 'UTC')),
+        ended_at DateTime64(6, 'UTC'),
+        version UInt64,
+        written_at DateTime64(3, 'UTC') DEFAULT now64(3)
+    ) ENGINE = ReplacingMergeTree(version)
+    PARTITION BY toYYYYMM(ended_at)
+    ORDER BY path_id
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS model_weights (
+        version UInt32,
+        model LowCardinality(String),
+        influencer_id String,
+        weight Decimal(38, 18),
+        window_start DateTime64(6, 'UTC'),
+        window_end DateTime64(6, 'UTC'),
+        computed_at DateTime64(3, 'UTC'),
+        paths UInt64
+    ) ENGINE = ReplacingMergeTree ORDER BY (version, model, influencer_id)
+    """,
+    "ALTER TABLE credits ADD COLUMN IF NOT EXISTS weights_version UInt32 DEFAULT 0",
+)
+
+# Clicks and content metrics count under every model, the data-driven ones too, so conversion
+# rates and CTR exist for them.
+KPI_VIEWS_WITH_DATA_DRIVEN_MODELS = (
+    _rewritten(
+        _with_invalid_clicks(KPI_VIEWS)[0],
+        ((f"ARRAY JOIN {MODELS_ARRAY} AS model", f"ARRAY JOIN {ALL_MODELS_ARRAY} AS model"),),
+    ),
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "raw events, credits, catalog dimensions", SCHEMA),
     Migration(2, "contracts name the model their commission is paid on", CONTRACT_MODEL),
@@ -523,6 +571,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         13,
         "click classifications, KPI views count valid clicks; codes' credit policy",
         CLICK_CLASSIFICATIONS,
+    ),
+    Migration(14, "journey paths, model weights, weights version of credits", DATA_DRIVEN),
+    Migration(
+        15,
+        "KPI views count clicks under the data-driven models",
+        (*KPI_VIEWS_WITH_DATA_DRIVEN_MODELS,),
     ),
 )
 

@@ -35,8 +35,10 @@ SELECT
     sumIf(c.credit, c.model = 'last_click') AS orders_last_click,
     sumIf(c.revenue_credit, c.model = 'last_click') AS revenue_last_click,
     sumIf(c.revenue_credit, c.model = 'linear') AS revenue_linear,
-    sumIf(c.revenue_credit, c.model = 'time_decay') AS revenue_time_decay
-FROM credits AS c FINAL
+    sumIf(c.revenue_credit, c.model = 'time_decay') AS revenue_time_decay,
+    sumIf(c.revenue_credit, c.model = 'markov') AS revenue_markov,
+    sumIf(c.revenue_credit, c.model = 'shapley') AS revenue_shapley
+FROM (SELECT * FROM credits FINAL WHERE NOT is_deleted) AS c
 INNER JOIN (SELECT DISTINCT influencer_id, tier, platform FROM clicks FINAL
             WHERE influencer_id != '') AS i ON i.influencer_id = c.influencer_id
 GROUP BY i.influencer_id
@@ -68,6 +70,9 @@ def run_demo(base: Settings, seconds: float) -> int:
             "app_id": f"demo{stamp}",
             "data_dir": base.data_dir / f"demo-{stamp}",
             "web_port": free_port(),
+            # Weights learned again every few seconds, so the short run shows them change.
+            "data_driven_interval_seconds": 1.0,
+            "weights_interval_seconds": 10.0,
             # The address rules of the fraud filter compare keyed hashes of IP addresses.
             "pii_salt": base.pii_salt
             if base.pii_salt.get_secret_value()
@@ -96,6 +101,7 @@ def run_demo(base: Settings, seconds: float) -> int:
         orders = _backfill_history(settings, storefront)
         orders += _run_storefront(settings, storefront, seconds)
         _wait_for_orders(worker, orders)
+        _wait_for_data_driven_credits(worker, orders)
         print("\nCredited revenue per influencer, read back from ClickHouse (credits FINAL):\n")
         columns = [
             "influencer",
@@ -106,6 +112,8 @@ def run_demo(base: Settings, seconds: float) -> int:
             "revenue_last_click",
             "revenue_linear",
             "revenue_time_decay",
+            "revenue_markov",
+            "revenue_shapley",
         ]
         rows = [
             [
@@ -119,6 +127,7 @@ def run_demo(base: Settings, seconds: float) -> int:
             for row in worker.sql(REPORT_SQL)
         ]
         _print_table(columns, rows)
+        _print_weights(worker)
         _print_flags(worker)
         totals = worker.sql("SELECT count(), sum(net_revenue) FROM orders FINAL")[0]
         late = sum(
@@ -139,6 +148,29 @@ def run_demo(base: Settings, seconds: float) -> int:
         if started_services:
             subprocess.run([str(STACK), "stop"], check=True)
     return 0
+
+
+def _print_weights(worker: WorkerProcess) -> None:
+    """The weights the data-driven models split the orders by (docs/models.md)."""
+    [[version, journeys]] = worker.sql(
+        "SELECT max(version), argMax(paths, version) FROM model_weights"
+    )
+    print(
+        f"\nmarkov and shapley split each order by weights version {version}, learned from "
+        f"{journeys} journeys (version 0: none yet, split as linear); the weights:"
+    )
+    _print_table(
+        ["influencer", "markov", "shapley"],
+        [
+            [str(value) for value in row]
+            for row in worker.sql(
+                "SELECT influencer_id, round(sumIf(weight, model = 'markov'), 4), "
+                "round(sumIf(weight, model = 'shapley'), 4) FROM model_weights FINAL "
+                "WHERE version = (SELECT max(version) FROM model_weights) AND influencer_id != '' "
+                "GROUP BY influencer_id ORDER BY influencer_id"
+            )
+        ],
+    )
 
 
 def _print_flags(worker: WorkerProcess) -> None:
@@ -225,3 +257,14 @@ def _wait_for_orders(worker: WorkerProcess, orders: int, timeout: float = 120) -
             return
         time.sleep(0.5)
     raise TimeoutError(f"ClickHouse did not receive all {orders} orders in {timeout} s")
+
+
+def _wait_for_data_driven_credits(worker: WorkerProcess, orders: int, timeout: float = 60) -> None:
+    """The worker credits stored orders under markov and shapley within seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sql = "SELECT uniqExact(order_id) FROM credits WHERE model = 'shapley'"
+        if int(str(worker.sql(sql)[0][0])) >= orders:
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"not all {orders} orders were credited under markov and shapley")

@@ -29,7 +29,9 @@ ORDER_DAY = "2099-01-05"
 
 @pytest.fixture
 def fast_fx_worker(isolated_settings: Settings, tmp_path: Path) -> Iterator[WorkerProcess]:
-    settings = isolated_settings.model_copy(update={"fx_retry_seconds": 0.5})
+    settings = isolated_settings.model_copy(
+        update={"fx_retry_seconds": 0.5, "data_driven_interval_seconds": 0.5}
+    )
     process = WorkerProcess(settings, tmp_path / "worker.log")
     process.start()
     yield process
@@ -86,6 +88,14 @@ def test_a_waiting_order_is_converted_when_its_days_rate_is_loaded(
         what="80.00 EUR converted at 1.25 to 100.00 USD once the day's rate was loaded",
     )
     assert worker.sql("SELECT count() FROM orders_missing_fx_rate") == [[0]]
+    # The worker credits the restated order under the data-driven models too (no weights yet:
+    # as linear), from the rows it stored.
+    data_driven = converted.replace("model = 'linear'", "model IN ('markov', 'shapley')")
+    wait_until(
+        lambda: worker.sql(data_driven) == [["100", "USD", ORDER_DAY]] * 2,
+        timeout=60,
+        what="the order converted under markov and shapley as well",
+    )
 
 
 def test_payouts_run_through_the_worker_that_holds_the_embedded_engine(

@@ -1,0 +1,361 @@
+"""The data-driven models on the worker that owns ClickHouse: paths, weights and credit rows.
+
+Three passes, each bounded and each safe to repeat (every row they write is deterministic and
+keyed for ReplacingMergeTree), run by the timer of agents/datadriven.py:
+
+- `credit_orders`: orders whose `linear` rows changed since the last pass (or whose data-driven
+  rows are split by older weights than the current ones, inside the restatement window) get
+  their converting path and their `markov` and `shapley` rows, from the order's stored rows.
+- `write_closed_paths`: non-converting paths whose lookback has passed at the event-time
+  watermark, a bounded range of event time per pass.
+- `compute_weights`: both models' weights from the paths of the trailing window; a new version
+  when they changed.
+
+The rules and their reasons are in docs/models.md ("Crediting orders live").
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from attribution.datadriven import Path
+from attribution.datadriven_credits import (
+    DATA_DRIVEN_MODELS,
+    NO_WEIGHTS,
+    JourneyPath,
+    UncreditedClick,
+    Weights,
+    closed_paths,
+    converting_path,
+    data_driven_rows,
+    order_version_of,
+    weights_from_paths,
+    weights_version_of,
+)
+from attribution.models import Model
+from attribution.rows import CreditRow
+from attribution.rules import Rules
+from sinks.clickhouse import ClickHouseWriter
+
+log = logging.getLogger(__name__)
+
+ORDERS_PER_PASS = 2_000
+ORDERS_PER_READ = 500
+# Event time of clicks a path pass covers at most: a backfill of months catches up in steps.
+PATH_RANGE_PER_PASS = timedelta(days=7)
+# Rows inserted by another sink into a shared server may become visible a little after rows
+# written later: the pass looks this far behind where it stopped (rereading is harmless).
+WRITTEN_AT_MARGIN = timedelta(seconds=10)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+_CREDIT_COLUMNS = tuple(column.name for column in fields(CreditRow))
+_MODELS = (Model.LINEAR.value, *DATA_DRIVEN_MODELS)
+
+WATERMARK_SQL = """
+    SELECT greatest((SELECT max(order_at) FROM orders), (SELECT max(occurred_at) FROM clicks))
+"""
+# Paged by (written_at, order_id): one insert of many orders shares one written_at.
+CHANGED_ORDERS_SQL = """
+    SELECT order_id, max(written_at) AS written FROM credits
+    WHERE model = 'linear' AND written_at >= {since:DateTime64(3)}
+    GROUP BY order_id HAVING (written, order_id) > ({since:DateTime64(3)}, {after:String})
+    ORDER BY written, order_id LIMIT {limit:UInt32}
+"""
+REWEIGH_ORDERS_SQL = """
+    SELECT order_id FROM credits
+    WHERE model IN {models:Array(String)} AND order_at >= {oldest:DateTime64(6)}
+    GROUP BY order_id HAVING max(weights_version) < {version:UInt32}
+    ORDER BY order_id LIMIT {limit:UInt32}
+"""
+ORDER_ROWS_SQL = f"""
+    SELECT {", ".join(_CREDIT_COLUMNS)} FROM credits FINAL
+    WHERE order_id IN {{orders:Array(String)}} AND model IN {{models:Array(String)}}
+        AND NOT is_deleted
+    ORDER BY order_id, model, position, touchpoint_event_id
+"""
+CURRENT_WEIGHTS_VERSION_SQL = "SELECT max(version) FROM model_weights"
+WEIGHTS_SQL = """
+    SELECT model, influencer_id, weight FROM model_weights FINAL
+    WHERE version = {version:UInt32} AND influencer_id != ''
+"""
+WINDOW_PATHS_SQL = """
+    SELECT influencers, converted, count() FROM journey_paths FINAL
+    WHERE ended_at > {start:DateTime64(6)} AND ended_at <= {end:DateTime64(6)}
+    GROUP BY influencers, converted
+"""
+LAST_CLOSED_PATH_SQL = """
+    SELECT max(ended_at), (SELECT min(occurred_at) FROM clicks WHERE influencer_id != '')
+    FROM journey_paths WHERE NOT converted
+"""
+# Influencer clicks of a time range that are the touchpoint of no order and not invalid, each
+# with its identity: the customer it carried, else the one its visitor was first linked to
+# (contract 2.5), else its visitor ('' once erased: such clicks make no path).
+UNCREDITED_CLICKS_SQL = """
+    SELECT c.event_id,
+           multiIf(c.customer_id != '', c.customer_id, l.customer_id != '', l.customer_id,
+                   c.visitor_id != '', concat('visitor:', c.visitor_id), '') AS identity,
+           c.occurred_at, c.influencer_id, c.campaign_id, c.platform
+    FROM (
+        SELECT * FROM clicks FINAL
+        WHERE influencer_id != '' AND occurred_at >= {start:DateTime64(6)}
+            AND occurred_at <= {end:DateTime64(6)}
+    ) AS c
+    LEFT JOIN (
+        SELECT visitor_id, argMin(customer_id, occurred_at) AS customer_id
+        FROM identity_links GROUP BY visitor_id
+    ) AS l ON l.visitor_id = c.visitor_id
+    LEFT JOIN (SELECT event_id, status FROM click_classifications FINAL) AS k
+        ON k.event_id = c.event_id
+    WHERE k.status != 'invalid' AND c.event_id NOT IN (
+        SELECT touchpoint_event_id FROM credits FINAL
+        WHERE model = 'linear' AND order_at >= {start:DateTime64(6)}
+            AND order_at <= {credited_until:DateTime64(6)}
+    )
+"""
+PATH_COLUMNS = tuple(column.name for column in fields(JourneyPath))
+
+
+def _utc(moment: datetime) -> datetime:
+    """ClickHouse hands back naive UTC times."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _naive(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+@dataclass
+class DataDrivenSink:
+    """The passes, with what they remember between ticks (all of it can be lost: a restarted
+    worker starts again from what ClickHouse holds)."""
+
+    writer: ClickHouseWriter
+    rules: Rules
+    weights_window: timedelta
+    restatement_window: timedelta
+    changed_since: tuple[datetime, str] = (EPOCH, "")
+    paths_until: datetime | None = None
+    reweighed_version: int = 0
+    _weights: dict[int, Weights] = field(default_factory=lambda: {0: NO_WEIGHTS})
+
+    def watermark(self, now: datetime) -> datetime | None:
+        """The newest event time stored, never ahead of `now` (None: nothing stored yet)."""
+        _, [[newest]] = self.writer.query(WATERMARK_SQL)
+        newest = _utc(newest)
+        return None if newest <= EPOCH else min(newest, now)
+
+    # --- weights ---------------------------------------------------------------------------
+
+    def current_weights(self) -> Weights:
+        _, [[version]] = self.writer.query(CURRENT_WEIGHTS_VERSION_SQL)
+        return self.weights(int(version))
+
+    def weights(self, version: int) -> Weights:
+        if version not in self._weights:
+            _, rows = self.writer.query(WEIGHTS_SQL, parameters={"version": version})
+            by_model: dict[str, dict[str, Decimal]] = defaultdict(dict)
+            for model, influencer_id, weight in rows:
+                by_model[model][influencer_id] = Decimal(weight)
+            self._weights[version] = Weights(version, dict(by_model))
+        return self._weights[version]
+
+    def compute_weights(self, watermark: datetime, computed_at: datetime) -> Weights | None:
+        """The weights of the paths ending in the window before `watermark`, stored as a new
+        version if they differ from the current one's; the new version, else None."""
+        start = watermark - self.weights_window
+        _, rows = self.writer.query(
+            WINDOW_PATHS_SQL, parameters={"start": _naive(start), "end": _naive(watermark)}
+        )
+        paths = [
+            Path(tuple(influencers), bool(converted), int(count))
+            for influencers, converted, count in rows
+        ]
+        computed = weights_from_paths(paths)
+        current = self.current_weights()
+        if computed == {model: dict(weights) for model, weights in current.by_model.items()}:
+            return None
+        version = current.version + 1
+        journeys = sum(path.count for path in paths)
+        stored = [
+            [version, model, influencer_id, weight, start, watermark, computed_at, journeys]
+            for model in DATA_DRIVEN_MODELS
+            # A model without weights is recorded with influencer '' so the version exists.
+            for influencer_id, weight in (computed.get(model) or {"": Decimal(0)}).items()
+        ]
+        self.writer.insert_columns(
+            "model_weights",
+            stored,
+            [
+                "version",
+                "model",
+                "influencer_id",
+                "weight",
+                "window_start",
+                "window_end",
+                "computed_at",
+                "paths",
+            ],
+        )
+        self._weights[version] = Weights(version, computed)
+        log.info("model weights version %d from %d journeys", version, journeys)
+        return self._weights[version]
+
+    # --- credit rows -----------------------------------------------------------------------
+
+    def credit_orders(self, watermark: datetime) -> int:
+        """Credit the orders that changed or need the current weights; return how many."""
+        current = self.current_weights()
+        since, after = self.changed_since
+        _, changed = self.writer.query(
+            CHANGED_ORDERS_SQL,
+            parameters={"since": _naive(since), "after": after, "limit": ORDERS_PER_PASS},
+        )
+        order_ids = [order_id for order_id, _ in changed]
+        if len(changed) == ORDERS_PER_PASS:
+            self.changed_since = (_utc(changed[-1][1]), changed[-1][0])
+        elif changed:
+            # Caught up: look a little behind next time for rows that became visible late.
+            self.changed_since = (_utc(changed[-1][1]) - WRITTEN_AT_MARGIN, "")
+        if self.reweighed_version < current.version:
+            oldest = watermark - self.restatement_window
+            _, stale = self.writer.query(
+                REWEIGH_ORDERS_SQL,
+                parameters={
+                    "models": list(DATA_DRIVEN_MODELS),
+                    "oldest": _naive(oldest),
+                    "version": current.version,
+                    "limit": ORDERS_PER_PASS,
+                },
+            )
+            order_ids += [order_id for [order_id] in stale]
+            if len(stale) < ORDERS_PER_PASS:
+                self.reweighed_version = current.version
+        credited = 0
+        unique = list(dict.fromkeys(order_ids))
+        for start in range(0, len(unique), ORDERS_PER_READ):
+            credited += self._credit(unique[start : start + ORDERS_PER_READ], current, watermark)
+        return credited
+
+    def _credit(self, order_ids: Sequence[str], current: Weights, watermark: datetime) -> int:
+        _, rows = self.writer.query(
+            ORDER_ROWS_SQL, parameters={"orders": list(order_ids), "models": list(_MODELS)}
+        )
+        by_order: dict[str, list[CreditRow]] = defaultdict(list)
+        for values in rows:
+            by_order[values[0]].append(_credit_row(values))
+        paths: list[JourneyPath] = []
+        derived: list[dict[str, Any]] = []
+        for order_id in order_ids:
+            order_rows = by_order.get(order_id, [])
+            linear = [row for row in order_rows if row.model == Model.LINEAR]
+            if not _complete(linear):
+                continue  # the rest of this order version is still on its way to ClickHouse
+            weights = self._weights_for(linear[0], order_rows, current, watermark)
+            if weights is None:
+                continue
+            credited_before = {
+                model: [row.touchpoint_event_id for row in order_rows if row.model == model]
+                for model in DATA_DRIVEN_MODELS
+            }
+            paths.append(converting_path(linear))
+            derived += [row.to_wire() for row in data_driven_rows(linear, weights, credited_before)]
+        # The path first: should the worker stop in between, the order is credited again.
+        self.writer.insert_columns(
+            "journey_paths", [_path_values(path) for path in paths], list(PATH_COLUMNS)
+        )
+        self.writer.insert_now(derived)
+        return len(paths)
+
+    def _weights_for(
+        self,
+        linear_row: CreditRow,
+        order_rows: Sequence[CreditRow],
+        current: Weights,
+        watermark: datetime,
+    ) -> Weights | None:
+        """The weights to credit the order with now, or None when its rows are up to date.
+
+        Inside the restatement window an order takes the current weights; an older one keeps
+        the version it was credited with (the current one if it never was)."""
+        versions = [row.version for row in order_rows if row.model in DATA_DRIVEN_MODELS]
+        in_window = linear_row.order_at >= watermark - self.restatement_window
+        if not versions:
+            return current
+        stored = max(versions)
+        wanted = current.version if in_window else weights_version_of(stored)
+        if order_version_of(stored) >= linear_row.version and weights_version_of(stored) >= wanted:
+            return None
+        return self.weights(wanted)
+
+    # --- non-converting paths --------------------------------------------------------------
+
+    def write_closed_paths(self, watermark: datetime) -> int:
+        """Write the non-converting paths that ended in the next range of event time whose
+        clicks can no longer become an order's touchpoints; return how many."""
+        if self.paths_until is None:
+            _, [[last_written, first_click]] = self.writer.query(LAST_CLOSED_PATH_SQL)
+            last_written, first_click = _utc(last_written), _utc(first_click)
+            if last_written > EPOCH:
+                self.paths_until = last_written
+            elif first_click > EPOCH:
+                self.paths_until = first_click - timedelta(microseconds=1)
+            else:
+                return 0
+        settled = watermark - self.rules.touchpoint_retention
+        after = self.paths_until
+        until = min(settled, after + PATH_RANGE_PER_PASS)
+        if until <= after:
+            return 0
+        lookback = self.rules.lookback
+        _, rows = self.writer.query(
+            UNCREDITED_CLICKS_SQL,
+            parameters={
+                "start": _naive(after - lookback),
+                "end": _naive(until + lookback),
+                "credited_until": _naive(until + 2 * lookback),
+            },
+        )
+        clicks = [
+            UncreditedClick(event_id, identity, _utc(at), influencer_id, campaign_id, platform)
+            for event_id, identity, at, influencer_id, campaign_id, platform in rows
+            if identity
+        ]
+        paths = closed_paths(clicks, lookback, after, until, self.rules.max_touchpoints)
+        self.writer.insert_columns(
+            "journey_paths", [_path_values(path) for path in paths], list(PATH_COLUMNS)
+        )
+        self.paths_until = until
+        return len(paths)
+
+
+def _credit_row(values: Sequence[Any]) -> CreditRow:
+    row = dict(zip(_CREDIT_COLUMNS, values, strict=True))
+    row["order_at"] = _utc(row["order_at"])
+    if row["touchpoint_at"] is not None:
+        row["touchpoint_at"] = _utc(row["touchpoint_at"])
+    row["is_deleted"] = bool(row["is_deleted"])
+    row["touchpoint_flags"] = tuple(row["touchpoint_flags"])
+    return CreditRow(**row)
+
+
+def _complete(linear: Sequence[CreditRow]) -> bool:
+    """Whether these are all the live linear rows of one order version: a version's rows may
+    reach ClickHouse in several inserts, and half of them must not be credited."""
+    if not linear:
+        return False
+    version = linear[0].version
+    if len(linear) == 1 and not linear[0].influencer_id:
+        return True
+    return all(row.version == version for row in linear) and [row.position for row in linear] == [
+        *range(1, linear[0].touchpoints + 1)
+    ]
+
+
+def _path_values(path: JourneyPath) -> list[Any]:
+    return [getattr(path, name) for name in PATH_COLUMNS]
