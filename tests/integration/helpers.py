@@ -12,6 +12,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from pydantic import SecretStr
 
+from attribution.models import ALL_MODELS
 from attribution.replay import LocalPipeline
 from schemas.catalog import read_catalog_dir
 from schemas.events import InvalidEvent, decode_event
@@ -26,10 +27,13 @@ EXAMPLES = Path(__file__).parents[2] / "examples"
 # Every integration worker runs with a key, as production does, so clicks pass the traffic stage
 # (attribution/traffic.py) and every end-to-end test checks it too; replays must use it as well.
 PII_SALT = SecretStr("integration-tests")
-FINAL_CREDITS_SQL = """
+# The replay is the contract of the rule-based models; the data-driven ones (markov, shapley)
+# are credited afterwards by the sink from what it stored (tests/integration/test_datadriven_sink).
+RULE_BASED = "model IN ({})".format(", ".join(f"'{model.value}'" for model in ALL_MODELS))
+FINAL_CREDITS_SQL = f"""
     SELECT order_id, model, touchpoint_event_id, influencer_id, campaign_id,
            toString(credit), toString(revenue_credit), currency
-    FROM credits FINAL
+    FROM credits FINAL WHERE {RULE_BASED}
 """
 Credit = tuple[str, str, str, str, str, Decimal, Decimal, str]
 

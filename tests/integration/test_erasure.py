@@ -21,7 +21,7 @@ from sinks.catalog_store import publish_catalog
 from streams.codecs import decode
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
-from tests.integration.helpers import EXAMPLES, feed, replay_credits, wait_for_credits
+from tests.integration.helpers import EXAMPLES, RULE_BASED, feed, replay_credits, wait_for_credits
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -35,9 +35,9 @@ LATE_REFUND = {
     "currency": "USD",
     "amount": "10.00",
 }
-TOTALS_SQL = """
+TOTALS_SQL = f"""
     SELECT model, influencer_id, toString(sum(credit)), toString(sum(revenue_credit))
-    FROM credits FINAL WHERE NOT is_deleted GROUP BY model, influencer_id
+    FROM credits FINAL WHERE NOT is_deleted AND {RULE_BASED} GROUP BY model, influencer_id
     ORDER BY model, influencer_id
 """
 CUSTOMER_TOTALS_SQL = """
