@@ -61,8 +61,7 @@ PATH_RANGE_PER_PASS = timedelta(days=7)
 # lookbacks around its range, too much to read every tick for a few minutes of new paths.
 PATH_STEP = timedelta(days=1)
 # A new weights version is stored only when some weight moved by more than this: each version
-# reweighs the orders of the reweigh window, and a change below it moves no order by a cent in
-# a thousand of revenue.
+# reweighs the orders of the reweigh window, which a trickle of new journeys must not do hourly.
 WEIGHT_CHANGE = Decimal("0.001")
 # Rows inserted by another sink into a shared server may become visible a little after rows
 # written later: the pass looks this far behind where it stopped (rereading is harmless).
