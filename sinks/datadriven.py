@@ -172,8 +172,8 @@ class DataDrivenSink:
     worker starts again from what ClickHouse holds).
 
     `watermark` and `credit_orders` block and are run on the writer's thread by the caller;
-    `write_closed_paths` and `compute_weights` are coroutines that put their reads and writes on
-    that thread themselves and compute on another."""
+    `write_closed_paths` and `compute_weights` are coroutines that put their work on that thread
+    themselves; the weights are computed on another (they hold no personal data)."""
 
     writer: ClickHouseWriter
     rules: Rules
@@ -375,18 +375,18 @@ class DataDrivenSink:
     async def write_closed_paths(self, watermark: datetime) -> int:
         """Write the non-converting paths that ended in the next range of event time whose
         clicks can no longer become an order's touchpoints; return how many."""
-        settled = await self.writer.call(self._settled_clicks, watermark)
+        # Read, build and write in one call on the writer's thread: an erasure applied between
+        # the read and the write would otherwise see its customer's paths written back after it.
+        return await self.writer.call(self._write_closed_paths, watermark)
+
+    def _write_closed_paths(self, watermark: datetime) -> int:
+        settled = self._settled_clicks(watermark)
         if settled is None:
             return 0
         after, until, clicks = settled
-        paths = await asyncio.to_thread(
-            closed_paths, clicks, self.rules.lookback, after, until, self.rules.max_touchpoints
-        )
-        await self.writer.call(
-            self.writer.insert_columns,
-            "journey_paths",
-            [_path_values(path) for path in paths],
-            list(PATH_COLUMNS),
+        paths = closed_paths(clicks, self.rules.lookback, after, until, self.rules.max_touchpoints)
+        self.writer.insert_columns(
+            "journey_paths", [_path_values(path) for path in paths], list(PATH_COLUMNS)
         )
         self.paths_until = until
         return len(paths)
