@@ -15,7 +15,8 @@ from decimal import Decimal
 from typing import Any
 
 from attribution.datadriven import Path, markov_weights, shapley_weights, split_by_weights
-from attribution.journey import FULL_CREDIT, NO_CREDIT, NOT_CONVERTED, ReportingSplit
+from attribution.journey import FULL_CREDIT, NO_CREDIT, NOT_CONVERTED, ReportingSplit, _bare_row
+from attribution.messages import OrderFacts
 from attribution.models import Model
 from attribution.money import split_revenue
 from attribution.rows import CreditRow
@@ -27,6 +28,8 @@ DATA_DRIVEN_MODELS = (MARKOV, SHAPLEY)
 # low ones: a restatement of the order and a new weights version both make a newer row.
 WEIGHTS_VERSION_BITS = 20
 MAX_WEIGHTS_VERSION = (1 << WEIGHTS_VERSION_BITS) - 1
+# The places of `credits.credit` (Decimal(38, 18)).
+CREDIT_PLACES = Decimal(1).scaleb(-18)
 
 
 def credit_version(order_version: int, weights_version: int) -> int:
@@ -74,6 +77,29 @@ def weights_from_paths(paths: Iterable[Path]) -> dict[str, dict[str, Decimal]]:
     paths = tuple(paths)
     computed = {MARKOV: markov_weights(paths), SHAPLEY: shapley_weights(paths)}
     return {model: weights for model, weights in computed.items() if weights}
+
+
+def weights_moved(
+    current: Weights, computed: Mapping[str, Mapping[str, Decimal]], threshold: Decimal
+) -> bool:
+    """Whether some weight of `computed` differs from `current`'s by more than `threshold` (a
+    weight one of them lacks counts as 0).
+
+    >>> old = Weights(1, {MARKOV: {"anna": Decimal("0.5")}})
+    >>> WEIGHT_STEP = Decimal("0.001")
+    >>> weights_moved(old, {MARKOV: {"anna": Decimal("0.5009")}}, WEIGHT_STEP)
+    False
+    >>> weights_moved(old, {MARKOV: {"anna": Decimal("0.5"), "ben": Decimal("0.002")}}, WEIGHT_STEP)
+    True
+    """
+    for model in DATA_DRIVEN_MODELS:
+        before = current.by_model.get(model, {})
+        after = computed.get(model, {})
+        for influencer_id in before.keys() | after.keys():
+            change = after.get(influencer_id, Decimal(0)) - before.get(influencer_id, Decimal(0))
+            if abs(change) > threshold:
+                return True
+    return False
 
 
 def data_driven_rows(
@@ -164,34 +190,50 @@ def _weighted(row: CreditRow, weights_version: int, **changes: Any) -> WeightedC
 def _retraction(
     order_row: CreditRow, model: str, touchpoint_event_id: str, version: int, weights_version: int
 ) -> WeightedCreditRow:
-    """Deletes the model's row of a touchpoint: like the stage's retractions, only the key and
-    the order's own columns are kept."""
-    return WeightedCreditRow(
+    """Deletes the model's row of a touchpoint, like the stage's retractions (only the key and
+    the order's own columns are kept; the order's event and total are in no retraction)."""
+    order = OrderFacts(
+        "",
         order_row.order_id,
+        order_row.customer_id,
+        order_row.order_at,
+        order_row.currency,
+        Decimal(0),
+    )
+    retraction = _bare_row(
+        order,
         model,
         touchpoint_event_id,
-        "",
-        None,
-        0,
-        0,
-        "",
-        "",
-        "",
-        "",
         NO_CREDIT,
         Decimal(0),
-        order_row.currency,
-        order_row.order_at,
-        order_row.customer_id,
         version,
-        True,
-        "",
-        NOT_CONVERTED.currency,
-        NOT_CONVERTED.net_revenue,
-        NOT_CONVERTED.rate,
-        NOT_CONVERTED.rate_date,
-        weights_version=weights_version,
+        deleted=True,
+        policy="",
+        reporting=NOT_CONVERTED,
     )
+    return _weighted(retraction, weights_version)
+
+
+def same_credits(stored: Iterable[CreditRow], derived: Iterable[CreditRow]) -> bool:
+    """Whether the live rows `derived` would credit what the live rows `stored` credit: the same
+    touchpoints, influencers, credits (to the 18 places stored) and amounts. A new weights version
+    that leaves an order's split so is not written for it."""
+
+    def credited(rows: Iterable[CreditRow]) -> set[tuple[Any, ...]]:
+        return {
+            (
+                row.model,
+                row.touchpoint_event_id,
+                row.influencer_id,
+                row.credit.quantize(CREDIT_PLACES),
+                row.revenue_credit,
+                row.reporting_revenue_credit,
+            )
+            for row in rows
+            if not row.is_deleted
+        }
+
+    return credited(stored) == credited(derived)
 
 
 # --- journey paths --------------------------------------------------------------------------
@@ -268,8 +310,9 @@ def closed_paths(
     touchpoints an order right after it would have had), at most the `max_touchpoints` last.
     `clicks` must hold every click of these identities from `after - lookback` to
     `until + lookback`, so that a path's start and whether a later click continues it are known.
-    Its id is made of the identity and its last click, so a path is written once however the
-    ranges fall.
+    Its id is made of its last click's event id alone (a click is in one identity's journeys):
+    the same on every run however the ranges fall, and nothing personal, so an erasure that
+    renames the identity leaves no way back to it.
     """
     by_identity: dict[str, list[UncreditedClick]] = {}
     for click in clicks:
@@ -290,7 +333,7 @@ def closed_paths(
             ][-max_touchpoints:]
             paths.append(
                 JourneyPath(
-                    path_id("journey", identity, last.event_id),
+                    path_id("journey", last.event_id),
                     identity,
                     False,
                     "",

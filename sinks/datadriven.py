@@ -1,21 +1,26 @@
 """The data-driven models on the worker that owns ClickHouse: paths, weights and credit rows.
 
-Three passes, each bounded and each safe to repeat (every row they write is deterministic and
-keyed for ReplacingMergeTree), run by the timer of agents/datadriven.py:
+Three passes, each safe to repeat (every row they write is deterministic and keyed for
+ReplacingMergeTree), run by the timer of agents/datadriven.py:
 
-- `credit_orders`: orders whose `linear` rows changed since the last pass (or whose data-driven
-  rows are split by older weights than the current ones, inside the restatement window) get
-  their converting path and their `markov` and `shapley` rows, from the order's stored rows.
+- `credit_orders`: orders whose `linear` rows changed since the last pass, and orders split by
+  older weights than the current ones (inside the reweigh window, or split as `linear` for want
+  of any weights whatever their age), get their converting path and their `markov` and `shapley`
+  rows, from the order's stored rows; at most ORDERS_PER_PASS orders a pass.
 - `write_closed_paths`: non-converting paths whose lookback has passed at the event-time
-  watermark, a bounded range of event time per pass.
+  watermark, once a day of event time has settled, at most a week of it per pass.
 - `compute_weights`: both models' weights from the paths of the trailing window; a new version
-  when they changed.
+  when a weight moved by more than WEIGHT_CHANGE.
+
+The reads and writes run on the ClickHouse writer's thread; building the paths and the weights
+(the Markov inverse) runs on another thread, so the sink's inserts wait only for the I/O.
 
 The rules and their reasons are in docs/models.md ("Crediting orders live").
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
@@ -35,7 +40,9 @@ from attribution.datadriven_credits import (
     converting_path,
     data_driven_rows,
     order_version_of,
+    same_credits,
     weights_from_paths,
+    weights_moved,
     weights_version_of,
 )
 from attribution.models import Model
@@ -45,10 +52,17 @@ from sinks.clickhouse import ClickHouseWriter
 
 log = logging.getLogger(__name__)
 
+# Orders credited by one pass, the changed ones first, then those a new weights version reweighs.
 ORDERS_PER_PASS = 2_000
 ORDERS_PER_READ = 500
 # Event time of clicks a path pass covers at most: a backfill of months catches up in steps.
 PATH_RANGE_PER_PASS = timedelta(days=7)
+# The path pass waits for this much newly settled event time: each pass reads the clicks of two
+# lookbacks around its range, too much to read every tick for a few minutes of new paths.
+PATH_STEP = timedelta(days=1)
+# A new weights version is stored only when some weight moved by more than this: each version
+# reweighs the orders of the reweigh window, which a trickle of new journeys must not do hourly.
+WEIGHT_CHANGE = Decimal("0.001")
 # Rows inserted by another sink into a shared server may become visible a little after rows
 # written later: the pass looks this far behind where it stopped (rereading is harmless).
 WRITTEN_AT_MARGIN = timedelta(seconds=10)
@@ -67,14 +81,22 @@ CHANGED_ORDERS_SQL = """
     GROUP BY order_id HAVING (written, order_id) > ({since:DateTime64(3)}, {after:String})
     ORDER BY written, order_id LIMIT {limit:UInt32}
 """
+# Where a restarted worker resumes: the linear rows of the orders it credited last.
+LAST_CREDITED_SQL = "SELECT max(linear_written_at) FROM journey_paths WHERE converted"
+# Orders split by older weights than `version`: those of the reweigh window, and those split as
+# linear for want of weights (weights version 0) whatever their age, which are looked for over
+# the whole history (`scan_from`) once per worker and then by nothing.
 REWEIGH_ORDERS_SQL = """
     SELECT order_id FROM credits
-    WHERE model IN {models:Array(String)} AND order_at >= {oldest:DateTime64(6)}
-    GROUP BY order_id HAVING max(weights_version) < {version:UInt32}
+    WHERE model IN {models:Array(String)} AND order_at >= {scan_from:DateTime64(6)}
+        AND order_id > {after:String}
+    GROUP BY order_id
+    HAVING max(weights_version) < {version:UInt32}
+        AND (max(order_at) >= {oldest:DateTime64(6)} OR max(weights_version) = 0)
     ORDER BY order_id LIMIT {limit:UInt32}
 """
 ORDER_ROWS_SQL = f"""
-    SELECT {", ".join(_CREDIT_COLUMNS)} FROM credits FINAL
+    SELECT {", ".join(_CREDIT_COLUMNS)}, written_at FROM credits FINAL
     WHERE order_id IN {{orders:Array(String)}} AND model IN {{models:Array(String)}}
         AND NOT is_deleted
     ORDER BY order_id, model, position, touchpoint_event_id
@@ -95,23 +117,35 @@ LAST_CLOSED_PATH_SQL = """
 """
 # Influencer clicks of a time range that are the touchpoint of no order and not invalid, each
 # with its identity: the customer it carried, else the one its visitor was first linked to
-# (contract 2.5), else its visitor ('' once erased: such clicks make no path).
+# (contract 2.5), else its visitor ('' once erased: such clicks make no path). The links and
+# classifications read are those of these clicks only.
 UNCREDITED_CLICKS_SQL = """
     SELECT c.event_id,
            multiIf(c.customer_id != '', c.customer_id, l.customer_id != '', l.customer_id,
                    c.visitor_id != '', concat('visitor:', c.visitor_id), '') AS identity,
            c.occurred_at, c.influencer_id, c.campaign_id, c.platform
     FROM (
-        SELECT * FROM clicks FINAL
+        SELECT event_id, customer_id, visitor_id, occurred_at, influencer_id, campaign_id,
+               platform
+        FROM clicks FINAL
         WHERE influencer_id != '' AND occurred_at >= {start:DateTime64(6)}
             AND occurred_at <= {end:DateTime64(6)}
     ) AS c
     LEFT JOIN (
         SELECT visitor_id, argMin(customer_id, occurred_at) AS customer_id
-        FROM identity_links GROUP BY visitor_id
+        FROM identity_links
+        WHERE visitor_id IN (
+            SELECT visitor_id FROM clicks
+            WHERE influencer_id != '' AND visitor_id != ''
+                AND occurred_at >= {start:DateTime64(6)} AND occurred_at <= {end:DateTime64(6)}
+        )
+        GROUP BY visitor_id
     ) AS l ON l.visitor_id = c.visitor_id
-    LEFT JOIN (SELECT event_id, status FROM click_classifications FINAL) AS k
-        ON k.event_id = c.event_id
+    LEFT JOIN (
+        -- A classification has its click's time: the range of the clicks bounds it.
+        SELECT event_id, status FROM click_classifications FINAL
+        WHERE occurred_at >= {start:DateTime64(6)} AND occurred_at <= {end:DateTime64(6)}
+    ) AS k ON k.event_id = c.event_id
     WHERE k.status != 'invalid' AND c.event_id NOT IN (
         SELECT touchpoint_event_id FROM credits FINAL
         WHERE model = 'linear' AND order_at >= {start:DateTime64(6)}
@@ -119,6 +153,8 @@ UNCREDITED_CLICKS_SQL = """
     )
 """
 PATH_COLUMNS = tuple(column.name for column in fields(JourneyPath))
+# A converting path also records when the order's linear rows were stored (LAST_CREDITED_SQL).
+CONVERTING_PATH_COLUMNS = (*PATH_COLUMNS, "linear_written_at")
 
 
 def _utc(moment: datetime) -> datetime:
@@ -133,15 +169,25 @@ def _naive(moment: datetime) -> datetime:
 @dataclass
 class DataDrivenSink:
     """The passes, with what they remember between ticks (all of it can be lost: a restarted
-    worker starts again from what ClickHouse holds)."""
+    worker starts again from what ClickHouse holds).
+
+    `watermark` and `credit_orders` block and are run on the writer's thread by the caller;
+    `write_closed_paths` and `compute_weights` are coroutines that put their work on that thread
+    themselves; the weights are computed on another (they hold no personal data)."""
 
     writer: ClickHouseWriter
     rules: Rules
     weights_window: timedelta
-    restatement_window: timedelta
-    changed_since: tuple[datetime, str] = (EPOCH, "")
+    # Orders this recent at the watermark take a new weights version; older ones keep theirs.
+    reweigh_window: timedelta
+    # (written_at, order id) of the last changed order credited; None: not read yet.
+    changed_since: tuple[datetime, str] | None = None
     paths_until: datetime | None = None
     reweighed_version: int = 0
+    reweigh_after: str = ""
+    # Whether the orders split as linear for want of weights were all looked for (see
+    # REWEIGH_ORDERS_SQL): only once per worker, as no new one appears once a version exists.
+    unweighed_swept: bool = False
     _weights: dict[int, Weights] = field(default_factory=lambda: {0: NO_WEIGHTS})
 
     def watermark(self, now: datetime) -> datetime | None:
@@ -165,20 +211,13 @@ class DataDrivenSink:
             self._weights[version] = Weights(version, dict(by_model))
         return self._weights[version]
 
-    def compute_weights(self, watermark: datetime, computed_at: datetime) -> Weights | None:
+    async def compute_weights(self, watermark: datetime, computed_at: datetime) -> Weights | None:
         """The weights of the paths ending in the window before `watermark`, stored as a new
-        version if they differ from the current one's; the new version, else None."""
+        version if some weight moved by more than WEIGHT_CHANGE; the new version, else None."""
         start = watermark - self.weights_window
-        _, rows = self.writer.query(
-            WINDOW_PATHS_SQL, parameters={"start": _naive(start), "end": _naive(watermark)}
-        )
-        paths = [
-            Path(tuple(influencers), bool(converted), int(count))
-            for influencers, converted, count in rows
-        ]
-        computed = weights_from_paths(paths)
-        current = self.current_weights()
-        if computed == {model: dict(weights) for model, weights in current.by_model.items()}:
+        paths, current = await self.writer.call(self._window_paths, start, watermark)
+        computed = await asyncio.to_thread(weights_from_paths, paths)
+        if not weights_moved(current, computed, WEIGHT_CHANGE):
             return None
         version = current.version + 1
         journeys = sum(path.count for path in paths)
@@ -188,7 +227,8 @@ class DataDrivenSink:
             # A model without weights is recorded with influencer '' so the version exists.
             for influencer_id, weight in (computed.get(model) or {"": Decimal(0)}).items()
         ]
-        self.writer.insert_columns(
+        await self.writer.call(
+            self.writer.insert_columns,
             "model_weights",
             stored,
             [
@@ -206,11 +246,26 @@ class DataDrivenSink:
         log.info("model weights version %d from %d journeys", version, journeys)
         return self._weights[version]
 
+    def _window_paths(self, start: datetime, end: datetime) -> tuple[list[Path], Weights]:
+        _, rows = self.writer.query(
+            WINDOW_PATHS_SQL, parameters={"start": _naive(start), "end": _naive(end)}
+        )
+        paths = [
+            Path(tuple(influencers), bool(converted), int(count))
+            for influencers, converted, count in rows
+        ]
+        return paths, self.current_weights()
+
     # --- credit rows -----------------------------------------------------------------------
 
     def credit_orders(self, watermark: datetime) -> int:
         """Credit the orders that changed or need the current weights; return how many."""
         current = self.current_weights()
+        if self.changed_since is None:
+            _, [[last_credited]] = self.writer.query(LAST_CREDITED_SQL)
+            last_credited = _utc(last_credited)
+            resume = last_credited - WRITTEN_AT_MARGIN if last_credited > EPOCH else EPOCH
+            self.changed_since = (resume, "")
         since, after = self.changed_since
         _, changed = self.writer.query(
             CHANGED_ORDERS_SQL,
@@ -222,82 +277,125 @@ class DataDrivenSink:
         elif changed:
             # Caught up: look a little behind next time for rows that became visible late.
             self.changed_since = (_utc(changed[-1][1]) - WRITTEN_AT_MARGIN, "")
-        if self.reweighed_version < current.version:
-            oldest = watermark - self.restatement_window
-            _, stale = self.writer.query(
-                REWEIGH_ORDERS_SQL,
-                parameters={
-                    "models": list(DATA_DRIVEN_MODELS),
-                    "oldest": _naive(oldest),
-                    "version": current.version,
-                    "limit": ORDERS_PER_PASS,
-                },
-            )
-            order_ids += [order_id for [order_id] in stale]
-            if len(stale) < ORDERS_PER_PASS:
-                self.reweighed_version = current.version
+        room = ORDERS_PER_PASS - len(changed)
+        if self.reweighed_version < current.version and room > 0:
+            order_ids += self._orders_to_reweigh(current.version, watermark, room)
         credited = 0
         unique = list(dict.fromkeys(order_ids))
         for start in range(0, len(unique), ORDERS_PER_READ):
             credited += self._credit(unique[start : start + ORDERS_PER_READ], current, watermark)
         return credited
 
+    def _orders_to_reweigh(self, version: int, watermark: datetime, limit: int) -> list[str]:
+        """The next orders (by id) split by weights older than `version` that it should split."""
+        oldest = watermark - self.reweigh_window
+        _, stale = self.writer.query(
+            REWEIGH_ORDERS_SQL,
+            parameters={
+                "models": list(DATA_DRIVEN_MODELS),
+                "scan_from": _naive(oldest if self.unweighed_swept else EPOCH),
+                "after": self.reweigh_after,
+                "oldest": _naive(oldest),
+                "version": version,
+                "limit": limit,
+            },
+        )
+        order_ids = [order_id for [order_id] in stale]
+        if len(order_ids) == limit:
+            # Paged by id: an order whose split the new version leaves as it is keeps its rows
+            # and older version, and is not read again for this version.
+            self.reweigh_after = order_ids[-1]
+        else:
+            self.reweighed_version, self.reweigh_after = version, ""
+            self.unweighed_swept = True
+        return order_ids
+
     def _credit(self, order_ids: Sequence[str], current: Weights, watermark: datetime) -> int:
         _, rows = self.writer.query(
             ORDER_ROWS_SQL, parameters={"orders": list(order_ids), "models": list(_MODELS)}
         )
         by_order: dict[str, list[CreditRow]] = defaultdict(list)
-        for values in rows:
-            by_order[values[0]].append(_credit_row(values))
-        paths: list[JourneyPath] = []
+        linear_written_at: dict[str, datetime] = {}
+        for *values, written_at in rows:
+            row = _credit_row(values)
+            by_order[row.order_id].append(row)
+            if row.model == Model.LINEAR:
+                linear_written_at[row.order_id] = max(
+                    _utc(written_at), linear_written_at.get(row.order_id, EPOCH)
+                )
+        paths: list[list[Any]] = []
         derived: list[dict[str, Any]] = []
         for order_id in order_ids:
             order_rows = by_order.get(order_id, [])
             linear = [row for row in order_rows if row.model == Model.LINEAR]
             if not _complete(linear):
                 continue  # the rest of this order version is still on its way to ClickHouse
-            weights = self._weights_for(linear[0], order_rows, current, watermark)
+            stored = [row for row in order_rows if row.model in DATA_DRIVEN_MODELS]
+            weights = self._weights_for(linear[0], stored, current, watermark)
             if weights is None:
                 continue
             credited_before = {
-                model: [row.touchpoint_event_id for row in order_rows if row.model == model]
+                model: [row.touchpoint_event_id for row in stored if row.model == model]
                 for model in DATA_DRIVEN_MODELS
             }
-            paths.append(converting_path(linear))
-            derived += [row.to_wire() for row in data_driven_rows(linear, weights, credited_before)]
+            rows_now = data_driven_rows(linear, weights, credited_before)
+            if _split_unchanged(linear[0], stored, rows_now):
+                continue
+            paths.append([*_path_values(converting_path(linear)), linear_written_at[order_id]])
+            derived += [row.to_wire() for row in rows_now]
         # The path first: should the worker stop in between, the order is credited again.
-        self.writer.insert_columns(
-            "journey_paths", [_path_values(path) for path in paths], list(PATH_COLUMNS)
-        )
+        self.writer.insert_columns("journey_paths", paths, list(CONVERTING_PATH_COLUMNS))
         self.writer.insert_now(derived)
         return len(paths)
 
     def _weights_for(
         self,
         linear_row: CreditRow,
-        order_rows: Sequence[CreditRow],
+        stored: Sequence[CreditRow],
         current: Weights,
         watermark: datetime,
     ) -> Weights | None:
         """The weights to credit the order with now, or None when its rows are up to date.
 
-        Inside the restatement window an order takes the current weights; an older one keeps
-        the version it was credited with (the current one if it never was)."""
-        versions = [row.version for row in order_rows if row.model in DATA_DRIVEN_MODELS]
-        in_window = linear_row.order_at >= watermark - self.restatement_window
-        if not versions:
+        Inside the reweigh window an order takes the current weights; an older one keeps the
+        version it was credited with, unless it was split as linear for want of weights (version
+        0): it takes the current one, as does an order never credited."""
+        if not stored:
             return current
-        stored = max(versions)
-        wanted = current.version if in_window else weights_version_of(stored)
-        if order_version_of(stored) >= linear_row.version and weights_version_of(stored) >= wanted:
+        version = max(row.version for row in stored)
+        weights_version = weights_version_of(version)
+        in_window = linear_row.order_at >= watermark - self.reweigh_window
+        wanted = current.version if in_window or weights_version == 0 else weights_version
+        if order_version_of(version) >= linear_row.version and weights_version >= wanted:
             return None
         return self.weights(wanted)
 
     # --- non-converting paths --------------------------------------------------------------
 
-    def write_closed_paths(self, watermark: datetime) -> int:
+    async def write_closed_paths(self, watermark: datetime) -> int:
         """Write the non-converting paths that ended in the next range of event time whose
         clicks can no longer become an order's touchpoints; return how many."""
+        # Read, build and write in one call on the writer's thread: an erasure applied between
+        # the read and the write would otherwise see its customer's paths written back after it.
+        return await self.writer.call(self._write_closed_paths, watermark)
+
+    def _write_closed_paths(self, watermark: datetime) -> int:
+        settled = self._settled_clicks(watermark)
+        if settled is None:
+            return 0
+        after, until, clicks = settled
+        paths = closed_paths(clicks, self.rules.lookback, after, until, self.rules.max_touchpoints)
+        self.writer.insert_columns(
+            "journey_paths", [_path_values(path) for path in paths], list(PATH_COLUMNS)
+        )
+        self.paths_until = until
+        return len(paths)
+
+    def _settled_clicks(
+        self, watermark: datetime
+    ) -> tuple[datetime, datetime, list[UncreditedClick]] | None:
+        """(after, until, the clicks `closed_paths` needs) of the next range, or None when less
+        than PATH_STEP of event time settled since the last."""
         if self.paths_until is None:
             _, [[last_written, first_click]] = self.writer.query(LAST_CLOSED_PATH_SQL)
             last_written, first_click = _utc(last_written), _utc(first_click)
@@ -306,12 +404,12 @@ class DataDrivenSink:
             elif first_click > EPOCH:
                 self.paths_until = first_click - timedelta(microseconds=1)
             else:
-                return 0
+                return None
         settled = watermark - self.rules.touchpoint_retention
         after = self.paths_until
+        if settled - after < PATH_STEP:
+            return None
         until = min(settled, after + PATH_RANGE_PER_PASS)
-        if until <= after:
-            return 0
         lookback = self.rules.lookback
         _, rows = self.writer.query(
             UNCREDITED_CLICKS_SQL,
@@ -326,12 +424,22 @@ class DataDrivenSink:
             for event_id, identity, at, influencer_id, campaign_id, platform in rows
             if identity
         ]
-        paths = closed_paths(clicks, lookback, after, until, self.rules.max_touchpoints)
-        self.writer.insert_columns(
-            "journey_paths", [_path_values(path) for path in paths], list(PATH_COLUMNS)
-        )
-        self.paths_until = until
-        return len(paths)
+        return after, until, clicks
+
+
+def _split_unchanged(
+    linear_row: CreditRow, stored: Sequence[CreditRow], derived: Sequence[CreditRow]
+) -> bool:
+    """Whether a new weights version would leave the order's stored split as it is, so that it
+    is not written again: same order version, split by real weights, same credits."""
+    if not stored:
+        return False
+    version = max(row.version for row in stored)
+    return (
+        order_version_of(version) == linear_row.version
+        and weights_version_of(version) > 0
+        and same_credits(stored, derived)
+    )
 
 
 def _credit_row(values: Sequence[Any]) -> CreditRow:

@@ -523,6 +523,9 @@ DATA_DRIVEN = (
         touched_at Array(DateTime64(6, 'UTC')),
         ended_at DateTime64(6, 'UTC'),
         version UInt64,
+        -- Converting paths: when the order's linear rows were stored (where a restarted worker
+        -- resumes crediting orders); 0 for the others.
+        linear_written_at DateTime64(3, 'UTC') DEFAULT 0,
         written_at DateTime64(3, 'UTC') DEFAULT now64(3)
     ) ENGINE = ReplacingMergeTree(version)
     PARTITION BY toYYYYMM(ended_at)
@@ -541,6 +544,10 @@ DATA_DRIVEN = (
     ) ENGINE = ReplacingMergeTree ORDER BY (version, model, influencer_id)
     """,
     "ALTER TABLE credits ADD COLUMN IF NOT EXISTS weights_version UInt32 DEFAULT 0",
+    # The orders pass reads the credit rows written since its last tick: without the index it
+    # would read every part of the table each tick.
+    "ALTER TABLE credits ADD INDEX IF NOT EXISTS credits_written_at written_at TYPE minmax",
+    "ALTER TABLE credits MATERIALIZE INDEX credits_written_at",
 )
 
 # Clicks and content metrics count under every model, the data-driven ones too, so conversion

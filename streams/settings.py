@@ -73,14 +73,16 @@ class Settings(BaseModel):
     catalog_refresh_seconds: float = 2.0
     # How often orders still waiting for their day's exchange rate are checked again.
     fx_retry_seconds: float = 60.0
-    # Data-driven models (docs/models.md): how often the worker owning ClickHouse writes paths
-    # and credits orders under `markov` and `shapley`, how often it computes the weights, over
-    # how many days of journeys ending at the event-time watermark, and how far back a new
-    # weights version restates orders (older ones keep the version they were credited with).
+    # Data-driven models (docs/models.md): whether this sink worker runs them (one worker per
+    # ClickHouse must: several sinks against one server set it on one only), how often it writes
+    # paths and credits orders under `markov` and `shapley`, how often it computes the weights,
+    # over how many days of journeys ending at the event-time watermark, and how far back a new
+    # weights version reweighs orders (older ones keep the version they were credited with).
+    data_driven: bool = True
     data_driven_interval_seconds: float = Field(default=5.0, gt=0)
     weights_interval_seconds: float = Field(default=3600.0, gt=0)
     weights_window_days: float = Field(default=90, gt=0)
-    weights_restatement_days: float = Field(default=30, ge=0)
+    weights_reweigh_days: float = Field(default=30, ge=0)
     sweep_interval_seconds: float = 60.0
     lag_interval_seconds: float = 5.0
     business_metrics_seconds: float = 30.0

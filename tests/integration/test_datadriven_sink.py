@@ -8,8 +8,9 @@ comments. Events run through the real attribution core; no Kafka is needed.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -18,8 +19,9 @@ from typing import Any
 import pytest
 from clickhouse_connect.driver.client import Client
 
+from attribution.datadriven_credits import path_id
 from attribution.replay import LocalPipeline
-from attribution.rows import ClickClassificationRow, Row
+from attribution.rows import ClickClassificationRow, CreditRow, Row
 from attribution.rules import Rules
 from schemas.catalog import CatalogFiles
 from schemas.events import decode_event
@@ -27,6 +29,7 @@ from sinks.catalog_store import catalog_rows, exchange_rates, to_static_catalog
 from sinks.clickhouse import ClickHouseWriter, connect
 from sinks.datadriven import DataDrivenSink
 from sinks.migrations import migrate
+from tests.integration import helpers
 
 pytestmark = pytest.mark.integration
 
@@ -54,13 +57,12 @@ NOW = datetime(2027, 1, 1, tzinfo=UTC)  # later than every event: the watermark 
 
 
 def click(event_id: str, at: str, visitor: str, influencer: str) -> dict[str, Any]:
-    return {
-        "type": "click",
-        "event_id": event_id,
-        "occurred_at": at,
-        "visitor_id": visitor,
-        "url": f"https://shop.example/?utm_campaign=summer&utm_content={influencer}",
-    }
+    return helpers.click(
+        event_id,
+        occurred_at=at,
+        visitor_id=visitor,
+        url=f"https://shop.example/?utm_campaign=summer&utm_content={influencer}",
+    )
 
 
 def order(event_id: str, at: str, visitor: str, total: str) -> dict[str, Any]:
@@ -122,15 +124,19 @@ Credits = dict[tuple[str, str], list[tuple[str, Decimal, Decimal, int]]]
 @dataclass(frozen=True)
 class Story:
     paths_before_weights: list[list[Any]]
+    credits_before_weights: Credits
     first_version: int | None
     unchanged_version: int | None
     weights: list[list[Any]]
+    half_delivered_order: Credits
     credits_v1: Credits
     credits_after_refund: Credits
     second_version: int | None
     credits_after_second_version: Credits
     reporting_after_second_version: dict[tuple[str, str], Decimal]
     rows_rewritten_on_rerun: int
+    paths_before_rerun: list[list[Any]]
+    paths_after_rerun: list[list[Any]]
     kpis: list[list[Any]]
     erased_paths: list[list[Any]]
 
@@ -188,21 +194,40 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
         pipeline = LocalPipeline(to_static_catalog(CATALOG), rules, on_rows=emitted.extend)
         sink = DataDrivenSink(writer, rules, timedelta(days=90), timedelta(days=30))
 
-        def deliver(events: list[dict[str, Any]]) -> datetime:
+        def deliver(
+            events: list[dict[str, Any]], held_back: Callable[[Row], bool] = lambda row: False
+        ) -> list[Row]:
+            """Feed the events and store their rows but the `held_back` ones, returned."""
             for event in events:
                 pipeline.feed(decode_event(json.dumps(event).encode()))
-            writer.insert_now([row.to_wire() for row in emitted])
+            writer.insert_now([row.to_wire() for row in emitted if not held_back(row)])
+            held = [row for row in emitted if held_back(row)]
             emitted.clear()
-            watermark = sink.watermark(NOW)
-            assert watermark is not None
-            return watermark
+            return held
 
-        def settle(watermark: datetime) -> None:
-            while sink.write_closed_paths(watermark):
-                pass
-            sink.credit_orders(watermark)
+        def watermark() -> datetime:
+            latest = sink.watermark(NOW)
+            assert latest is not None
+            return latest
 
-        watermark = deliver(JUNE)
+        def write_paths(passes: DataDrivenSink) -> None:
+            """Run the paths pass until it has caught up with the watermark."""
+            while True:
+                until = passes.paths_until
+                asyncio.run(passes.write_closed_paths(watermark()))
+                if passes.paths_until == until:
+                    return
+
+        def paths() -> list[list[Any]]:
+            return [
+                list(row)
+                for row in client.query(
+                    "SELECT path_id, identity, converted, order_id, influencers "
+                    "FROM journey_paths FINAL ORDER BY identity, order_id"
+                ).result_rows
+            ]
+
+        deliver(JUNE)
         writer.insert_now(
             [
                 ClickClassificationRow(
@@ -212,33 +237,39 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
         )
         # 2026-08-15: the June clicks' lookback, restatement window and lateness (51 days) have
         # passed; the paths pass walks there 7 days of clicks at a time.
-        for _ in range(20):
-            sink.write_closed_paths(watermark)
-        sink.credit_orders(watermark)
-        paths = [
-            list(row)
-            for row in client.query(
-                "SELECT identity, converted, order_id, influencers FROM journey_paths FINAL "
-                "ORDER BY identity, order_id"
-            ).result_rows
-        ]
-        first = sink.compute_weights(watermark, NOW)
-        unchanged = sink.compute_weights(watermark, NOW)
+        write_paths(sink)
+        sink.credit_orders(watermark())
+        paths_before_weights = paths()
+        credits_before_weights, _ = credits(client)
+        first = asyncio.run(sink.compute_weights(watermark(), NOW))
+        unchanged = asyncio.run(sink.compute_weights(watermark(), NOW))
         weights = [
             list(row)
             for row in client.query(
                 "SELECT model, influencer_id, weight FROM model_weights FINAL ORDER BY model, 2"
             ).result_rows
         ]
-        settle(deliver(AUGUST))
+        # The August order's last two linear rows reach ClickHouse in a later insert.
+        held = deliver(
+            AUGUST,
+            held_back=lambda row: (
+                isinstance(row, CreditRow)
+                and row.order_id == "o5"
+                and row.model == "linear"
+                and row.position > 2
+            ),
+        )
+        sink.credit_orders(watermark())
+        half_delivered, _ = credits(client)
+        writer.insert_now([row.to_wire() for row in held])
+        sink.credit_orders(watermark())
         credits_v1, _ = credits(client)
-        settle(deliver(REFUND))
+        deliver(REFUND)
+        sink.credit_orders(watermark())
         credits_after_refund, _ = credits(client)
         # A new version: the 90.00 order's own path (cleo > anna > ben > ben) joins the window.
-        latest = sink.watermark(NOW)
-        assert latest is not None
-        second = sink.compute_weights(latest, NOW)
-        sink.credit_orders(latest)
+        second = asyncio.run(sink.compute_weights(watermark(), NOW))
+        sink.credit_orders(watermark())
         credits_after_second, reporting_after_second = credits(client)
         kpis = [
             list(row)
@@ -247,30 +278,40 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
                 "FROM kpi_daily GROUP BY model ORDER BY model"
             ).result_rows
         ]
-        # A restarted sink rereads everything and finds nothing to write.
+        # A restarted sink resumes where the last one stopped and finds nothing to write.
         [[rows_before]] = client.query("SELECT count() FROM credits").result_rows
         restarted = DataDrivenSink(writer, rules, timedelta(days=90), timedelta(days=30))
-        restarted.credit_orders(latest)
+        restarted.credit_orders(watermark())
         [[rows_after]] = client.query("SELECT count() FROM credits").result_rows
+        # The paths pass run again over all of June writes the same paths under the same ids.
+        paths_before_rerun = paths()
+        rerun = DataDrivenSink(writer, rules, timedelta(days=90), timedelta(days=30))
+        rerun.paths_until = at("2026-05-31T00:00:00Z")
+        write_paths(rerun)
+        paths_after_rerun = paths()
         writer.erase_customer("u-v1", "anon-1", ["v1", "v3"])
         erased = [
             list(row)
             for row in client.query(
-                "SELECT identity, order_id FROM journey_paths FINAL WHERE identity IN "
+                "SELECT path_id, identity, order_id FROM journey_paths FINAL WHERE identity IN "
                 "('u-v1', 'visitor:v3', 'anon-1', 'visitor:v5') ORDER BY identity, order_id"
             ).result_rows
         ]
         yield Story(
-            paths,
+            paths_before_weights,
+            credits_before_weights,
             None if first is None else first.version,
             None if unchanged is None else unchanged.version,
             weights,
+            {key: rows for key, rows in half_delivered.items() if key[0] == "o5"},
             credits_v1,
             credits_after_refund,
             None if second is None else second.version,
             credits_after_second,
             reporting_after_second,
             rows_after - rows_before,
+            paths_before_rerun,
+            paths_after_rerun,
             kpis,
             erased,
         )
@@ -279,15 +320,21 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
 
 
 def test_every_journey_is_a_path_converting_or_not(story: Story) -> None:
+    # An order's path is named by the order, a journey without order by its last click.
     assert story.paths_before_weights == [
-        ["u-v1", 1, "o1", ["anna", "ben"]],
-        ["u-v2", 1, "o2", ["anna", "ben"]],
-        ["u-v4", 1, "o3", ["cleo", "ben"]],
-        ["u-v8", 1, "o4", []],
-        ["visitor:v3", 0, "", ["anna", "anna"]],
-        ["visitor:v5", 0, "", ["cleo"]],
-        ["visitor:v6", 0, "", ["ben"]],
+        [path_id("order", "o1"), "u-v1", 1, "o1", ["anna", "ben"]],
+        [path_id("order", "o2"), "u-v2", 1, "o2", ["anna", "ben"]],
+        [path_id("order", "o3"), "u-v4", 1, "o3", ["cleo", "ben"]],
+        [path_id("order", "o4"), "u-v8", 1, "o4", []],
+        [path_id("journey", "k6"), "visitor:v3", 0, "", ["anna", "anna"]],
+        [path_id("journey", "k9"), "visitor:v5", 0, "", ["cleo"]],
+        [path_id("journey", "k10"), "visitor:v6", 0, "", ["ben"]],
     ]
+
+
+def test_the_paths_pass_run_again_writes_the_same_paths(story: Story) -> None:
+    assert story.paths_after_rerun == story.paths_before_rerun
+    assert len(story.paths_before_rerun) == 8  # the seven above and the August order's
 
 
 def test_weights_are_versioned_and_a_version_is_new_only_when_they_change(story: Story) -> None:
@@ -322,17 +369,45 @@ def test_an_order_is_split_by_the_current_weights_to_the_cent(story: Story) -> N
 
 
 def test_orders_credited_before_any_weights_are_split_as_linear(story: Story) -> None:
-    # o1 was credited before version 1 existed, and June is outside the 30-day restatement
-    # window of 2026-08-15: it keeps weights version 0, the linear split.
+    # o1 is credited before any weights version exists: version 0, the linear split.
     for model in ("markov", "shapley"):
-        assert story.credits_after_second_version[("o1", model)] == [
+        assert story.credits_before_weights[("o1", model)] == [
             ("anna", Decimal("0.5"), Decimal("20.00"), 0),
             ("ben", Decimal("0.5"), Decimal("20.00"), 0),
         ]
-    # o4 (2026-08-15) is inside the window: version 2, and whole to nobody as in every model.
-    assert story.credits_after_second_version[("o4", "markov")] == [
-        ("", Decimal(1), Decimal("10.00"), 2)
+
+
+def test_an_old_order_split_as_linear_takes_the_first_weights_version(story: Story) -> None:
+    # June is outside the 30-day reweigh window of 2026-08-15, yet o1 takes version 1: anna and
+    # ben's markov weights 0.285714285714 and 0.571428571429 are a third and two thirds of 40.00
+    # (13.33, 26.67); shapley's 1/3 and 1/2 are 0.4 and 0.6 (16.00, 24.00).
+    assert [row[2:] for row in story.credits_v1[("o1", "markov")]] == [
+        (Decimal("13.33"), 1),
+        (Decimal("26.67"), 1),
     ]
+    assert story.credits_v1[("o1", "shapley")] == [
+        ("anna", Decimal("0.4"), Decimal("16.00"), 1),
+        ("ben", Decimal("0.6"), Decimal("24.00"), 1),
+    ]
+    # Version 2 leaves it at version 1, being out of the window.
+    assert (
+        story.credits_after_second_version[("o1", "shapley")] == story.credits_v1[("o1", "shapley")]
+    )
+    # o4 (2026-08-15) has no influencer: whole to nobody under every version, so version 2
+    # leaves its version 1 rows as they are.
+    assert story.credits_after_second_version[("o4", "markov")] == [
+        ("", Decimal(1), Decimal("10.00"), 1)
+    ]
+
+
+def test_an_order_half_stored_is_credited_once_all_its_linear_rows_are(story: Story) -> None:
+    assert story.half_delivered_order == {
+        ("o5", "linear"): [
+            ("cleo", Decimal("0.25"), Decimal("22.50"), 1),
+            ("anna", Decimal("0.25"), Decimal("22.50"), 1),
+        ]
+    }
+    assert len(story.credits_v1[("o5", "markov")]) == 4
 
 
 def test_a_restated_order_is_split_again(story: Story) -> None:
@@ -395,5 +470,10 @@ def test_kpi_views_count_clicks_and_conversions_under_the_data_driven_models(sto
 
 
 def test_an_erased_customer_s_paths_name_the_pseudonym(story: Story) -> None:
-    # u-v1's order path, and the journey of v3, a device of theirs; v5's is someone else's.
-    assert story.erased_paths == [["anon-1", ""], ["anon-1", "o1"], ["visitor:v5", ""]]
+    # u-v1's order path, and the journey of v3, a device of theirs; v5's is someone else's. The
+    # ids are made of the order and the last click only: nothing leads back to u-v1 or v3.
+    assert story.erased_paths == [
+        [path_id("journey", "k6"), "anon-1", ""],
+        [path_id("order", "o1"), "anon-1", "o1"],
+        [path_id("journey", "k9"), "visitor:v5", ""],
+    ]

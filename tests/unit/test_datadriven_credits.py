@@ -18,6 +18,9 @@ from attribution.datadriven_credits import (
     converting_path,
     credit_version,
     data_driven_rows,
+    path_id,
+    same_credits,
+    weights_moved,
 )
 from attribution.rows import CreditRow
 
@@ -218,3 +221,48 @@ def test_a_path_keeps_the_last_touchpoints_only() -> None:
     start = datetime(2026, 5, 1, tzinfo=UTC)
     [path] = closed_paths(clicks, timedelta(days=30), start, start + timedelta(days=90), 3)
     assert [moment.day for moment in path.touched_at] == [3, 4, 5]
+
+
+def test_a_journey_without_order_is_named_by_its_last_click_alone() -> None:
+    # The identity is renamed by an erasure; an id made of it would lead back to the customer.
+    [path] = closed_paths(
+        [uncredited("a1", "u1", 0, "anna"), uncredited("a2", "u1", 1, "ben")],
+        timedelta(days=30),
+        datetime(2026, 5, 1, tzinfo=UTC),
+        datetime(2026, 9, 1, tzinfo=UTC),
+        50,
+    )
+    assert path.path_id == path_id("journey", "a2")
+
+
+def test_weights_make_a_new_version_only_when_one_moves_by_more_than_the_threshold() -> None:
+    threshold = Decimal("0.001")
+    markov = dict(WEIGHTS.by_model["markov"])
+    shapley = dict(WEIGHTS.by_model["shapley"])
+    assert not weights_moved(WEIGHTS, {"markov": markov, "shapley": shapley}, threshold)
+    # anna 0.285714285714 -> 0.2867: 0.000985.. is not more than 0.001; 0.2868 is.
+    nudged = {"markov": {**markov, "anna": Decimal("0.2867")}, "shapley": shapley}
+    assert not weights_moved(WEIGHTS, nudged, threshold)
+    moved = {"markov": {**markov, "anna": Decimal("0.2868")}, "shapley": shapley}
+    assert weights_moved(WEIGHTS, moved, threshold)
+    # A model losing all its weights moves them to 0; the first weights move them from 0.
+    assert weights_moved(WEIGHTS, {"markov": markov}, threshold)
+    assert weights_moved(NO_WEIGHTS, {"markov": markov}, threshold)
+    assert not weights_moved(NO_WEIGHTS, {}, threshold)
+
+
+def test_a_split_is_the_same_when_credits_and_amounts_are_to_the_stored_places() -> None:
+    stored = data_driven_rows(ORDER, WEIGHTS, {})
+    # Stored to 18 places: ben's 0.2857142857145 credit and the rest read back as they are.
+    assert same_credits(stored, data_driven_rows(ORDER, replace(WEIGHTS, version=2), {}))
+    # Shapley ben 0.5001 instead of 0.5: every share moves (the sum is 1.0001), though the
+    # largest remainders give back the same yen (1499.85, 2999.7, 2249.77.. twice: 4 yen left).
+    shifted = Weights(
+        2,
+        {**WEIGHTS.by_model, "shapley": {**WEIGHTS.by_model["shapley"], "ben": Decimal("0.5001")}},
+    )
+    assert not same_credits(stored, data_driven_rows(ORDER, shifted, {}))
+    # A retraction credits nothing: it is no difference.
+    retracted = data_driven_rows(ORDER, WEIGHTS, {"markov": ["k10"]})
+    assert any(row.is_deleted for row in retracted)
+    assert same_credits(stored, retracted)
