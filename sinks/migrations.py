@@ -504,6 +504,22 @@ CLICK_CLASSIFICATIONS = (
     *_with_invalid_clicks(KPI_VIEWS),
 )
 
+# Every settings version the history was attributed under (`attribution restate`): its rules as
+# JSON, when it started and stopped ruling, and the tables holding its credits and orders now.
+SETTINGS_VERSIONS = (
+    """
+    CREATE TABLE IF NOT EXISTS settings_versions (
+        version UInt32,
+        settings String,
+        ruled_from DateTime64(3, 'UTC'),
+        ruled_to Nullable(DateTime64(3, 'UTC')),
+        credits_table String,
+        orders_table String,
+        written_at DateTime64(6, 'UTC') DEFAULT now64(6)
+    ) ENGINE = ReplacingMergeTree(written_at) ORDER BY version
+    """,
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "raw events, credits, catalog dimensions", SCHEMA),
     Migration(2, "contracts name the model their commission is paid on", CONTRACT_MODEL),
@@ -524,6 +540,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "click classifications, KPI views count valid clicks; codes' credit policy",
         CLICK_CLASSIFICATIONS,
     ),
+    Migration(16, "settings versions of restated histories", SETTINGS_VERSIONS),
 )
 
 
