@@ -117,7 +117,7 @@ def adopt(
             }
         ]
     active = next(version for version in reversed(versions) if version["ruled_to"] is None)
-    new_version = max(version["version"] for version in versions) + 1
+    new_version: int = max(version["version"] for version in versions) + 1
     kept_as = {table: f"{table}_s{active['version']}" for table in RESTATED_TABLES}
     for table in RESTATED_TABLES:
         client.command(f"DROP TABLE IF EXISTS {table}_next")  # left by a restate that failed
