@@ -22,6 +22,7 @@ from clickhouse_connect.driver.client import Client
 from pydantic import ValidationError
 
 from attribution.rows import CreditRow, OrderRow
+from schemas.catalog import CatalogError
 from sinks.clickhouse import ClickHouseWriter, connect
 from sinks.migrations import migrate
 from streams.scenario import load_history, report_invalid, run_history
@@ -166,9 +167,16 @@ def run_restate(settings: Settings, settings_file: Path, processes: int) -> int:
         print(f"settings not valid: {error}", file=sys.stderr)
         return 2
     if adopted.clickhouse != settings.clickhouse:
-        print("the settings file names another ClickHouse: restate that one from its own env")
+        print(
+            "the settings file names another ClickHouse: restate that one from its own env",
+            file=sys.stderr,
+        )
         return 2
-    history, catalog, pii_key = load_history(adopted, None, None)
+    try:
+        history, catalog, pii_key = load_history(adopted, None, None)
+    except CatalogError as error:
+        print(f"the stored catalog is not valid: {error}", file=sys.stderr)
+        return 2
     outcome, invalid = run_history(
         history, catalog, adopted, adopted.rules, processes, keep_rows=True, pii_key=pii_key
     )

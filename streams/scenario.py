@@ -41,7 +41,7 @@ from attribution.scenario import (
     split_by_identity,
 )
 from attribution.traffic import EMPTY_USER_AGENT, KNOWN_CRAWLER
-from schemas.catalog import CatalogFiles, read_catalog_dir
+from schemas.catalog import CatalogError, CatalogFiles, read_catalog_dir
 from schemas.events import InvalidEvent, decode_event
 from sinks.catalog_store import exchange_rates, to_static_catalog
 from streams.settings import Settings
@@ -540,7 +540,11 @@ def run_scenario(
     chart: Path | None,
     processes: int,
 ) -> int:
-    history, catalog, pii_key = load_history(settings, history_file, catalog_dir)
+    try:
+        history, catalog, pii_key = load_history(settings, history_file, catalog_dir)
+    except (OSError, CatalogError) as error:
+        print(f"history not read: {error}", file=sys.stderr)
+        return 2
     scenario_rules = overrides.applied_to(settings.rules)
     outcome, invalid = run_history(
         history, catalog, settings, scenario_rules, processes, pii_key=pii_key
