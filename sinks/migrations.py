@@ -505,7 +505,9 @@ CLICK_CLASSIFICATIONS = (
 )
 
 # Every settings version the history was attributed under (`attribution restate`): its rules as
-# JSON, when it started and stopped ruling, and the tables holding its credits and orders now.
+# JSON, when it started and stopped ruling, the tables holding its credits and orders now, and its
+# state: 'active' (the one `credits` and `orders` hold), 'kept' (replaced, its tables renamed),
+# 'pending' (a restate in progress: the tables named are its staging tables) or 'rolled back'.
 SETTINGS_VERSIONS = (
     """
     CREATE TABLE IF NOT EXISTS settings_versions (
@@ -515,6 +517,7 @@ SETTINGS_VERSIONS = (
         ruled_to Nullable(DateTime64(3, 'UTC')),
         credits_table String,
         orders_table String,
+        state LowCardinality(String),
         written_at DateTime64(6, 'UTC') DEFAULT now64(6)
     ) ENGINE = ReplacingMergeTree(written_at) ORDER BY version
     """,

@@ -8,6 +8,7 @@ A storefront stream runs through the real attribution core; no Kafka is needed.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ from sinks.catalog_store import catalog_rows, exchange_rates
 from sinks.clickhouse import ClickHouseWriter, connect
 from sinks.migrations import migrate
 from streams.cli import main
+from streams.restate import RestateError, Restatement, adopt, credits_written, manifest
 from streams.scenario import history_from_clickhouse, run_history
 from streams.settings import Settings
 
@@ -150,12 +152,12 @@ def test_restate_switches_the_views_keeps_the_old_version_and_records_both(
     assert orders_kept == len(stored.live.final_orders())
 
     versions = stored.client.query(
-        "SELECT version, settings, ruled_to IS NULL, credits_table, orders_table "
+        "SELECT version, settings, ruled_to IS NULL, credits_table, orders_table, state "
         "FROM settings_versions FINAL ORDER BY version"
     ).result_rows
-    assert [(v, active, c, o) for v, _, active, c, o in versions] == [
-        (1, False, "credits_s1", "orders_s1"),
-        (2, True, "credits", "orders"),
+    assert [(v, active, c, o, state) for v, _, active, c, o, state in versions] == [
+        (1, False, "credits_s1", "orders_s1", "kept"),
+        (2, True, "credits", "orders", "active"),
     ]
     assert json.loads(versions[0][1])["lookback_days"] == "30"
     assert json.loads(versions[1][1])["lookback_days"] == "0.02"
@@ -169,3 +171,116 @@ def test_restate_refuses_a_settings_file_with_an_unknown_setting(
     settings_file.write_text("ATTRIBUTION_LOOKBAK_DAYS=14\n")
     assert main(["restate", "--settings", str(settings_file)]) == 2
     assert "typo.env:1: no such setting 'ATTRIBUTION_LOOKBAK_DAYS'" in capsys.readouterr().err
+
+
+def table_rows(client: Client) -> dict[str, int]:
+    """Rows of every credits and orders table, by name."""
+    names = client.query(
+        "SELECT name FROM system.tables WHERE database = currentDatabase() "
+        "AND match(name, '^(credits|orders)(_|$)')"
+    ).result_rows
+    return {
+        name: int(client.query(f"SELECT count() FROM {name}").result_rows[0][0]) for [name] in names
+    }
+
+
+def test_a_restate_stopped_after_the_first_exchange_is_rolled_back_by_the_next(
+    stored: Stored, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Manifest times go in as UTC on a machine that is not: New York, from here on.
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        before = table_rows(stored.client)
+        assert before["credits_s1"] > 0 and before["credits"] > 0  # versions 1 and 2
+        ruled = {v["version"]: (v["ruled_from"], v["ruled_to"]) for v in manifest(stored.client)}
+        adopted = Settings(clickhouse_dsn=stored.dsn, lookback_days=1)
+        stopped = Restatement.begin(stored.client, adopted, datetime.now(UTC))
+        stopped.fill([])
+        stopped.swap("credits")  # and the process dies: credits_staging_s3 holds version 2
+        assert table_rows(stored.client)["credits_staging_s3"] == before["credits"]
+
+        settings_file = tmp_path / "again.env"
+        settings_file.write_text("ATTRIBUTION_LOOKBACK_DAYS=1\n")
+        monkeypatch.setenv("ATTRIBUTION_CLICKHOUSE_DSN", stored.dsn)
+        monkeypatch.setenv("ATTRIBUTION_PII_SALT", PII_SALT)
+        assert main(["restate", "--settings", str(settings_file), "--processes", "1"]) == 0
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    after = table_rows(stored.client)
+    # Version 2's data moved whole to credits_s2 and orders_s2, version 1's stayed; no
+    # staging table is left.
+    assert after["credits_s1"] == before["credits_s1"]
+    assert after["orders_s1"] == before["orders_s1"]
+    assert after["credits_s2"] == before["credits"]
+    assert after["orders_s2"] == before["orders"]
+    assert after["credits"] > 0 and not any("staging" in name for name in after)
+    versions = manifest(stored.client)
+    assert [(v["version"], v["state"], v["credits_table"]) for v in versions] == [
+        (1, "kept", "credits_s1"),
+        (2, "kept", "credits_s2"),
+        (3, "rolled back", "credits_staging_s3"),
+        (4, "active", "credits"),
+    ]
+    # Rewritten in New York, version 2 still started when it did, and ended when 4 started.
+    assert versions[1]["ruled_from"] == ruled[2][0]
+    assert versions[1]["ruled_to"] == versions[3]["ruled_from"]
+    assert versions[0]["ruled_to"] == ruled[1][1]
+
+
+def test_a_restate_refuses_to_swap_when_credits_moved_and_rolls_back(stored: Stored) -> None:
+    before = table_rows(stored.client)
+    [[newest]] = stored.client.query("SELECT max(written_at) FROM credits").result_rows
+    read_then = (newest, credits_written(stored.client)[1] - 1)  # a worker wrote one since
+    adopted = Settings(clickhouse_dsn=stored.dsn, lookback_days=2)
+    with pytest.raises(RestateError, match="stop the workers"):
+        adopt(stored.client, adopted, [], datetime.now(UTC), read_then)
+    assert table_rows(stored.client) == before
+    assert manifest(stored.client)[-1]["state"] == "rolled back"
+
+
+def test_erasure_reaches_the_kept_versions(stored: Stored) -> None:
+    [[customer]] = stored.client.query(
+        "SELECT any(customer_id) FROM orders_s1 WHERE customer_id != ''"
+    ).result_rows
+    ClickHouseWriter(stored.client).erase_customer(customer, "erased-1", [])
+    for table in ("credits", "orders", "credits_s1", "orders_s1", "credits_s2", "orders_s2"):
+        [[left]] = stored.client.query(
+            f"SELECT count() FROM {table} WHERE customer_id = {{c:String}}",
+            parameters={"c": customer},
+        ).result_rows
+        assert (table, left) == (table, 0)
+    [[pseudonymous]] = stored.client.query(
+        "SELECT count() FROM orders_s1 WHERE customer_id = 'erased-1'"
+    ).result_rows
+    assert pseudonymous > 0
+
+
+def test_restate_settings_errors_are_one_line_naming_the_line(
+    stored: Stored,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("ATTRIBUTION_CLICKHOUSE_DSN", stored.dsn)
+    negative = tmp_path / "negative.env"
+    negative.write_text("# shorter\nATTRIBUTION_LOOKBACK_DAYS=-3\n")
+    assert main(["restate", "--settings", str(negative)]) == 2
+    assert capsys.readouterr().err == (
+        f"settings not read: {negative}:2: ATTRIBUTION_LOOKBACK_DAYS='-3': must be above 0\n"
+    )
+    not_a_number = tmp_path / "word.env"
+    not_a_number.write_text("ATTRIBUTION_HALF_LIFE_DAYS=week\n")
+    assert main(["restate", "--settings", str(not_a_number)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"settings not read: {not_a_number}:1: ATTRIBUTION_HALF_LIFE_DAYS=")
+    assert error.count("\n") == 1
+    latin = tmp_path / "latin.env"
+    latin.write_bytes(b"# caf\xe9\n")
+    assert main(["restate", "--settings", str(latin)]) == 2
+    assert capsys.readouterr().err == f"settings not read: {latin}:1: not UTF-8 text\n"
+    euros = tmp_path / "euros.env"
+    euros.write_text("ATTRIBUTION_REPORTING_CURRENCY=EUR\n")
+    assert main(["restate", "--settings", str(euros)]) == 2
+    assert "a restate keeps the reporting currency" in capsys.readouterr().err
