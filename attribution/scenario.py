@@ -19,12 +19,14 @@ import dataclasses
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal, localcontext
 from itertools import pairwise
 from typing import Any, Literal
 
-from attribution.catalog import Catalog
+from pydantic import TypeAdapter, ValidationError
+
+from attribution.catalog import Catalog, CreditTarget, InfluencerProfile
 from attribution.fx import LockedRate
 from attribution.models import ALL_MODELS
 from attribution.money import currency_quantum
@@ -34,8 +36,11 @@ from attribution.rows import ClickClassificationRow, CreditRow, OrderRow, Row
 from attribution.rules import ClickPolicy, CodePolicy, Rules
 from attribution.traffic import INVALID
 from schemas.catalog import CampaignRow, ContractRow
-from schemas.events import Event
+from schemas.events import Event, Order, Timestamp
 
+# The event schema's own reading of a timestamp (lowercase RFC 3339 included): a click the
+# pipeline accepts must be grouped with its address's other clicks.
+_TIMESTAMP = TypeAdapter[datetime](Timestamp)
 CONVERSIONS_QUANTUM = Decimal("0.000001")
 ROAS_QUANTUM = Decimal("0.0001")
 
@@ -93,13 +98,10 @@ def _click_address(event: Mapping[str, Any]) -> tuple[str, datetime] | None:
     address, occurred_at = event.get("ip"), event.get("occurred_at")
     if event.get("type") != "click" or not isinstance(address, str) or not address:
         return None
-    if not isinstance(occurred_at, str):
-        return None
     try:
-        moment = datetime.fromisoformat(occurred_at)
-    except ValueError:
+        return address, _TIMESTAMP.validate_python(occurred_at)
+    except ValidationError:
         return None  # an invalid event: the pipeline rejects it wherever it lands
-    return (address, moment) if moment.utcoffset() is not None else None
 
 
 def identity_components(
@@ -135,9 +137,11 @@ def identity_components(
             union(owner.setdefault(key, index), index)
         if traffic_reach is not None and (click := _click_address(event)) is not None:
             clicks.append((*click, index))
+    if traffic_reach is None:
+        return [root(index) for index in range(len(events))]
     clicks.sort()
     for (address, moment, index), (next_address, next_moment, next_index) in pairwise(clicks):
-        if address == next_address and next_moment - moment <= (traffic_reach or timedelta(0)):
+        if address == next_address and next_moment - moment <= traffic_reach:
             union(index, next_index)
     return [root(index) for index in range(len(events))]
 
@@ -399,13 +403,50 @@ class PartOutcome:
     """The scenario's final credit and order rows, when asked for (restatement)."""
 
 
+class OrderRatesCatalog:
+    """A catalog whose exchange rate for the order being fed is the one that order was stored
+    with: a history read back from ClickHouse keeps each order's locked rate, whatever rates
+    were published later."""
+
+    def __init__(self, catalog: Catalog, order_rates: Mapping[str, LockedRate]) -> None:
+        self.catalog = catalog
+        self.order_rates = order_rates
+        self.feeding: LockedRate | None = None
+        """The stored rate of the order event being fed, if it has one."""
+
+    def influencer(self, influencer_id: str) -> InfluencerProfile | None:
+        return self.catalog.influencer(influencer_id)
+
+    def link(self, link_id: str) -> CreditTarget | None:
+        return self.catalog.link(link_id)
+
+    def code(self, code: str) -> CreditTarget | None:
+        return self.catalog.code(code)
+
+    def code_policy(self, campaign_id: str) -> str:
+        return self.catalog.code_policy(campaign_id)
+
+    def exchange_rate(self, currency: str, day: date) -> LockedRate | None:
+        return self.feeding or self.catalog.exchange_rate(currency, day)
+
+
 def attribute(
-    events: Iterable[Event], catalog: Catalog, rules: Rules, pii_key: bytes
+    events: Iterable[Event],
+    catalog: Catalog,
+    rules: Rules,
+    pii_key: bytes,
+    order_rates: Mapping[str, LockedRate] | None = None,
 ) -> tuple[LocalPipeline, Tally]:
-    """The events through the whole pipeline, in their order, and what it credited."""
+    """The events through the whole pipeline, in their order, and what it credited; an order
+    in `order_rates` (by order id) is locked at that rate."""
     classifications = NewestClassifications()
-    pipeline = LocalPipeline(catalog, rules, pii_key=pii_key, on_rows=classifications)
-    pipeline.feed_all(events)
+    relocking = OrderRatesCatalog(catalog, order_rates or {})
+    pipeline = LocalPipeline(relocking, rules, pii_key=pii_key, on_rows=classifications)
+    for event in events:
+        stored = relocking.order_rates.get(event.order_id) if isinstance(event, Order) else None
+        relocking.feeding = stored
+        pipeline.feed(event)
+    relocking.feeding = None
     tally = Tally()
     tally.add_credits(pipeline.final_credits())
     tally.add_clicks(classifications.by_click.values())
@@ -420,11 +461,14 @@ def attribute_part(
     pii_key: bytes,
     *,
     keep_rows: bool = False,
+    order_rates: Mapping[str, LockedRate] | None = None,
 ) -> PartOutcome:
     """A part under both rules; the scenario run alone when they are the same."""
-    scenario_pipeline, scenario_tally = attribute(events, catalog, scenario, pii_key)
+    scenario_pipeline, scenario_tally = attribute(events, catalog, scenario, pii_key, order_rates)
     today_tally = (
-        scenario_tally if today == scenario else attribute(events, catalog, today, pii_key)[1]
+        scenario_tally
+        if today == scenario
+        else attribute(events, catalog, today, pii_key, order_rates)[1]
     )
     rows: list[CreditRow | OrderRow] = []
     if keep_rows:

@@ -12,7 +12,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from attribution.catalog import StaticCatalog
@@ -26,7 +26,7 @@ from attribution.scenario import Overrides
 from schemas.catalog import CatalogError, CatalogFiles, read_catalog_dir
 from schemas.events import Event, InvalidEvent, decode_event
 from sinks.payouts import PAYOUT_COLUMNS
-from streams.scenario import default_processes, positive_days, run_scenario
+from streams.scenario import default_processes, run_scenario
 from streams.settings import Settings
 
 CREDIT_COLUMNS = (
@@ -332,6 +332,20 @@ def _schemas_export(directory: Path) -> int:
     written = export_json_schemas(directory)
     print(f"{len(written)} JSON Schemas written to {directory}", file=sys.stderr)
     return 0
+
+
+def positive_days(text: str) -> float:
+    """A number of days above 0 that a duration can hold (an argparse type)."""
+    try:
+        days = float(text)
+        timedelta(days=days)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of days: {text!r}") from None
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"too many days: {text!r}") from None
+    if not days > 0:
+        raise argparse.ArgumentTypeError(f"must be a number of days above 0: {text!r}")
+    return days
 
 
 def positive_int(text: str) -> int:

@@ -8,24 +8,24 @@ run in separate processes; the comparison itself is pure (attribution.scenario).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import html
 import json
 import os
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from decimal import Decimal
+from decimal import Context, Decimal
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from attribution.catalog import Catalog, CreditTarget, InfluencerProfile, StaticCatalog
 from attribution.fx import LockedRate
 from attribution.money import currency_quantum
 from attribution.rules import Rules
@@ -79,9 +79,9 @@ class History:
     """(where the event comes from, e.g. "events.jsonl:12", its JSON)"""
     payloads: list[dict[str, Any]] = field(default_factory=list)
     invalid: list[str] = field(default_factory=list)
-    stored_rates: dict[tuple[str, date], LockedRate] = field(default_factory=dict)
-    """The rate each stored order was reported at, by (currency, UTC day): a history read
-    back from ClickHouse converts at the rates the worker locked."""
+    order_rates: dict[str, LockedRate] = field(default_factory=dict)
+    """The rate each stored order was locked at, by order id: a history read back from
+    ClickHouse converts at the rates the worker locked."""
 
     def add(self, origin: str, payload: dict[str, Any]) -> None:
         self.lines.append((origin, json.dumps(payload).encode()))
@@ -190,7 +190,7 @@ def history_from_clickhouse(client: Client, reporting_currency: str) -> History:
         at = _utc(row["order_at"])
         currency = row["currency"]
         if row["reporting_currency"] == reporting_currency and row["fx_rate_date"] is not None:
-            history.stored_rates[(currency, at.date())] = LockedRate(
+            history.order_rates[row["order_id"]] = LockedRate(
                 reporting_currency, row["fx_rate"], row["fx_rate_date"]
             )
         order = {
@@ -234,8 +234,35 @@ def history_from_clickhouse(client: Client, reporting_currency: str) -> History:
     return history
 
 
-def catalog_from_clickhouse(client: Client) -> CatalogFiles:
-    """The newest catalog version the worker stored (the `catalog_*` views)."""
+def stored_fx_rates(client: Client, reporting_currency: str) -> dict[date, dict[str, Decimal]]:
+    """The `fx_rates` table (rates into the reporting currency) as units per euro, the form of
+    a catalog's rates: X per euro is (reporting per euro) / (reporting per X). The division is
+    carried to 48 digits, so the catalog's cross rate, rounded to 20 decimals, is the stored one.
+    Rates stored for another reporting currency are not the history's and are left out."""
+    into: dict[date, dict[str, Decimal]] = defaultdict(dict)
+    for row in _rows(
+        client,
+        "SELECT currency, published_on, rate FROM fx_rates FINAL "
+        f"WHERE reporting_currency = '{reporting_currency}'",
+    ):
+        into[row["published_on"]][row["currency"]] = row["rate"]
+    exact = Context(prec=48)
+    per_euro = {}
+    for day, rates in into.items():
+        euro = rates.get("EUR")
+        if euro is None or euro == 0:
+            continue  # without the euro's rate the day cannot be put per euro
+        per_euro[day] = {
+            currency: exact.divide(euro, rate)
+            for currency, rate in rates.items()
+            if currency != "EUR" and rate != 0
+        } | {reporting_currency: euro}
+    return per_euro
+
+
+def catalog_from_clickhouse(client: Client, reporting_currency: str) -> CatalogFiles:
+    """The newest catalog version the worker stored (the `catalog_*` views), with the exchange
+    rates of `fx_rates` (`stored_fx_rates`)."""
     columns = {
         "influencers": "influencer_id, handle, platform, followers",
         "campaigns": "campaign_id, name, category, starts_at, ends_at, budget, currency, "
@@ -254,31 +281,9 @@ def catalog_from_clickhouse(client: Client) -> CatalogFiles:
             }
             for row in _rows(client, f"SELECT {selected} FROM catalog_{name}")
         ]
-    return CatalogFiles.model_validate(files)
-
-
-@dataclass(frozen=True)
-class StoredRatesCatalog:
-    """A catalog whose exchange rates are first the ones stored orders were locked at."""
-
-    catalog: StaticCatalog
-    stored_rates: Mapping[tuple[str, date], LockedRate]
-
-    def influencer(self, influencer_id: str) -> InfluencerProfile | None:
-        return self.catalog.influencer(influencer_id)
-
-    def link(self, link_id: str) -> CreditTarget | None:
-        return self.catalog.link(link_id)
-
-    def code(self, code: str) -> CreditTarget | None:
-        return self.catalog.code(code)
-
-    def code_policy(self, campaign_id: str) -> str:
-        return self.catalog.code_policy(campaign_id)
-
-    def exchange_rate(self, currency: str, day: date) -> LockedRate | None:
-        stored = self.stored_rates.get((currency, day))
-        return stored if stored is not None else self.catalog.exchange_rate(currency, day)
+    return CatalogFiles.model_validate(
+        {**files, "fx_rates": stored_fx_rates(client, reporting_currency)}
+    )
 
 
 @dataclass(frozen=True)
@@ -288,7 +293,7 @@ class PartTask:
     lines: list[tuple[str, bytes]]
     catalog: CatalogFiles
     reporting_currency: str
-    stored_rates: dict[tuple[str, date], LockedRate]
+    order_rates: dict[str, LockedRate]
     today: Rules
     scenario: Rules
     pii_key: bytes
@@ -297,10 +302,7 @@ class PartTask:
 
 def attribute_task(task: PartTask) -> tuple[PartOutcome, list[str]]:
     """A part decoded and attributed; its invalid events as (origin: error) lines."""
-    static = to_static_catalog(task.catalog, task.reporting_currency)
-    catalog: Catalog = (
-        StoredRatesCatalog(static, task.stored_rates) if task.stored_rates else static
-    )
+    catalog = to_static_catalog(task.catalog, task.reporting_currency)
     invalid = []
     events = []
     for origin, line in task.lines:
@@ -309,7 +311,13 @@ def attribute_task(task: PartTask) -> tuple[PartOutcome, list[str]]:
         except InvalidEvent as error:
             invalid.append(f"{origin}: invalid event: {error}")
     outcome = attribute_part(
-        events, catalog, task.today, task.scenario, task.pii_key, keep_rows=task.keep_rows
+        events,
+        catalog,
+        task.today,
+        task.scenario,
+        task.pii_key,
+        keep_rows=task.keep_rows,
+        order_rates=task.order_rates,
     )
     return outcome, invalid
 
@@ -338,7 +346,7 @@ def run_history(
             [history.lines[index] for index in part],
             catalog,
             settings.reporting_currency,
-            history.stored_rates,
+            history.order_rates,
             today,
             scenario,
             key,
@@ -511,7 +519,7 @@ def load_history(
         migrate(client)
         history = history_from_clickhouse(client, settings.reporting_currency)
         catalog = (
-            catalog_from_clickhouse(client)
+            catalog_from_clickhouse(client, settings.reporting_currency)
             if catalog_dir is None
             else read_catalog_dir(catalog_dir)
         )
@@ -520,12 +528,39 @@ def load_history(
     return history, catalog, b"replayed-hashes"
 
 
-def report_invalid(invalid: Sequence[str], rejected: int) -> None:
+def unwritable(path: Path) -> str | None:
+    """Why `path` cannot be written, checked before a run that may take long; None when it
+    can (it is not created)."""
+    if path.is_dir():
+        return "is a directory"
+    if path.exists():
+        return None if os.access(path, os.W_OK) else "not writable"
+    directory = path.parent
+    if not directory.is_dir():
+        return f"no directory {directory}"
+    return None if os.access(directory, os.W_OK) else f"directory {directory} not writable"
+
+
+def first_line(error: Exception) -> str:
+    """An error's message cut to its first line (ClickHouse's carry the server's stack)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def report_outcome(invalid: Sequence[str], outcome: PartOutcome) -> None:
+    """Invalid events, rejections and events later than the allowed lateness, on stderr."""
     for line in invalid:
         print(line, file=sys.stderr)
-    if invalid or rejected:
+    if invalid or outcome.rejected_events:
         print(
-            f"{len(invalid)} invalid events left out, {rejected} events rejected by the stages",
+            f"{len(invalid)} invalid events left out, {outcome.rejected_events} events "
+            "rejected by the stages",
+            file=sys.stderr,
+        )
+    if outcome.late_events:
+        kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(outcome.late_events.items()))
+        print(
+            f"events older than the allowed lateness behind the newest before them: {kinds}",
             file=sys.stderr,
         )
 
@@ -540,16 +575,23 @@ def run_scenario(
     chart: Path | None,
     processes: int,
 ) -> int:
+    for option, path in (("--out", out), ("--chart", chart)):
+        if path is not None and (problem := unwritable(path)):
+            print(f"{option} {path}: {problem}", file=sys.stderr)
+            return 2
     try:
         history, catalog, pii_key = load_history(settings, history_file, catalog_dir)
     except (OSError, CatalogError) as error:
         print(f"history not read: {error}", file=sys.stderr)
         return 2
+    except ClickHouseError as error:
+        print(f"ClickHouse {settings.clickhouse}: {first_line(error)}", file=sys.stderr)
+        return 2
     scenario_rules = overrides.applied_to(settings.rules)
     outcome, invalid = run_history(
         history, catalog, settings, scenario_rules, processes, pii_key=pii_key
     )
-    report_invalid(invalid, outcome.rejected_events)
+    report_outcome(invalid, outcome)
     comparison = compare(
         outcome.today,
         outcome.scenario,
@@ -578,14 +620,3 @@ def run_scenario(
         write_chart(comparison, chart, label)
         print(f"chart written to {chart}", file=sys.stderr)
     return 0
-
-
-def positive_days(text: str) -> float:
-    """A number of days above 0 (an argparse type)."""
-    try:
-        days = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of days: {text!r}") from None
-    if not days > 0 or days == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number of days above 0: {text!r}")
-    return days

@@ -110,7 +110,8 @@ def test_a_longer_lookback_credits_the_click_20_days_before_the_order() -> None:
 def test_link_wins_moves_the_code_order_to_the_link() -> None:
     changes = figures(Overrides(code_policy=CodePolicy.LINK_WINS))
     # o2 goes from Anna's code to Bob's click: 90.00 and 1 conversion; commissions 9.00 for Bob,
-    # -18.00 for Anna (her 50 retainer stays), so Anna's ROAS goes from 90/68 to none: 0/50.
+    # -18.00 for Anna (her 50 retainer stays), so Anna's ROAS goes from 90/68 = 1.3235 to
+    # 0/50 = 0.
     assert changes[("influencer", "bob")] == (
         Decimal("90.00"),
         Decimal("1"),
@@ -118,6 +119,7 @@ def test_link_wins_moves_the_code_order_to_the_link() -> None:
         Decimal("9.00"),
     )
     assert changes[("influencer", "anna")][:2] == (Decimal("-90.00"), Decimal("-1"))
+    assert changes[("influencer", "anna")][2] == Decimal("-1.3235")
     assert changes[("influencer", "anna")][3] == Decimal("-18.00")
 
 
@@ -193,3 +195,43 @@ def test_the_cli_compares_with_all_processes_as_with_one_and_writes_csv_and_char
     assert "inf-000" in chart_html and "http" not in chart_html.replace(
         "http://www.w3.org/2000/svg", ""
     )
+
+
+def test_a_lowercase_rfc_3339_click_stays_with_its_address_when_split() -> None:
+    # The schema reads "2026-03-01t10:05:00z" (RFC 3339 allows lowercase t and z). The second
+    # click from 1.2.3.4 for Bob within the hour is a duplicate in one pipeline, so o2 (its
+    # visitor's order) is unattributed; were it cut from the first click's part, it would be a
+    # valid click there and credit o2 to Bob.
+    stream = [
+        raw("click", "k1", "2026-03-01T10:00:00Z", visitor_id="v1", ip="1.2.3.4",
+            user_agent="Mozilla/5.0", url=utm("bob")),
+        raw("click", "k2", "2026-03-01t10:05:00z", visitor_id="v2", ip="1.2.3.4",
+            user_agent="Mozilla/5.0", url=utm("bob")),
+        raw("order", "o2", "2026-03-01T10:30:00Z", order_id="o2", customer_id="c2",
+            visitor_id="v2", currency="USD", total="90.00"),
+    ]  # fmt: skip
+    rules = Rules()
+    events = [validate_event(event) for event in stream]
+    whole = LocalPipeline(CATALOG, rules, pii_key=PII_KEY)
+    whole.feed_all(events)
+    o2_credit = {row.influencer_id for row in whole.final_credits() if row.order_id == "o2"}
+    assert o2_credit == {""}
+    parts = split_by_identity(stream, 3, rules.traffic_reach)
+    assert parts == [[0, 1, 2]]
+    part = LocalPipeline(CATALOG, rules, pii_key=PII_KEY)
+    part.feed_all(events[index] for index in parts[0])
+    assert part.final_credits() == whole.final_credits()
+
+
+def test_impossible_options_are_one_line_errors_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    history = tmp_path / "history.jsonl"
+    history.write_text("")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["scenario", "--history", str(history), "--lookback", "1e12"])
+    assert exit_info.value.code == 2
+    assert "argument --lookback: too many days: '1e12'" in capsys.readouterr().err
+    missing = tmp_path / "no-such-directory" / "out.csv"
+    assert main(["scenario", "--history", str(history), "--out", str(missing)]) == 2
+    assert capsys.readouterr().err == (f"--out {missing}: no directory {missing.parent}\n")
