@@ -362,12 +362,23 @@ class ClickHouseWriter:
 
     def erase_customer(self, customer_id: str, pseudonym: str, visitor_ids: Sequence[str]) -> None:
         """The customer's rows name the pseudonym instead; their visitors' ids, device hashes
-        and identity links are gone. Money and credits are unchanged."""
+        and identity links are gone. Money and credits are unchanged. The credits and orders of
+        settings versions a restate kept (`settings_versions`) are rewritten too."""
         parameters = {"customer": customer_id, "pseudonym": pseudonym, "visitors": visitor_ids}
+        with self._lock:
+            kept = self._client.query(
+                "SELECT credits_table, orders_table FROM settings_versions FINAL "
+                "WHERE state = 'kept'"
+            ).result_rows
         statements = [
             f"ALTER TABLE {table} UPDATE customer_id = {{pseudonym:String}} "
             "WHERE customer_id = {customer:String}"
-            for table in ("credits", "orders", "code_redemptions")
+            for table in (
+                "credits",
+                "orders",
+                "code_redemptions",
+                *(name for tables in kept for name in tables),
+            )
         ]
         statements += [
             """

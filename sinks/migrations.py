@@ -559,6 +559,25 @@ KPI_VIEWS_WITH_DATA_DRIVEN_MODELS = (
     ),
 )
 
+# Every settings version the history was attributed under (`attribution restate`): its rules as
+# JSON, when it started and stopped ruling, the tables holding its credits and orders now, and its
+# state: 'active' (the one `credits` and `orders` hold), 'kept' (replaced, its tables renamed),
+# 'pending' (a restate in progress: the tables named are its staging tables) or 'rolled back'.
+SETTINGS_VERSIONS = (
+    """
+    CREATE TABLE IF NOT EXISTS settings_versions (
+        version UInt32,
+        settings String,
+        ruled_from DateTime64(3, 'UTC'),
+        ruled_to Nullable(DateTime64(3, 'UTC')),
+        credits_table String,
+        orders_table String,
+        state LowCardinality(String),
+        written_at DateTime64(6, 'UTC') DEFAULT now64(6)
+    ) ENGINE = ReplacingMergeTree(written_at) ORDER BY version
+    """,
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "raw events, credits, catalog dimensions", SCHEMA),
     Migration(2, "contracts name the model their commission is paid on", CONTRACT_MODEL),
@@ -585,6 +604,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "KPI views count clicks under the data-driven models",
         (*KPI_VIEWS_WITH_DATA_DRIVEN_MODELS,),
     ),
+    Migration(16, "settings versions of restated histories", SETTINGS_VERSIONS),
 )
 
 

@@ -1,4 +1,5 @@
-"""The `attribution` command: worker, replay, backfill, sql, catalog load, erase, payouts, demo."""
+"""The `attribution` command: worker, replay, backfill, sql, catalog load, erase, payouts,
+scenario, restate, demo."""
 
 from __future__ import annotations
 
@@ -11,17 +12,21 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from attribution.catalog import StaticCatalog
 from attribution.messages import Wire
+from attribution.models import Model
 from attribution.payouts import Period
 from attribution.replay import LocalPipeline
 from attribution.rows import CreditRow
+from attribution.rules import ClickPolicy, CodePolicy
+from attribution.scenario import Overrides
 from schemas.catalog import CatalogError, CatalogFiles, read_catalog_dir
 from schemas.events import Event, InvalidEvent, decode_event
 from sinks.payouts import PAYOUT_COLUMNS
+from streams.scenario import default_processes, run_scenario
 from streams.settings import Settings
 
 CREDIT_COLUMNS = (
@@ -329,6 +334,30 @@ def _schemas_export(directory: Path) -> int:
     return 0
 
 
+def positive_days(text: str) -> float:
+    """A number of days above 0 that a duration can hold (an argparse type)."""
+    try:
+        days = float(text)
+        timedelta(days=days)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of days: {text!r}") from None
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"too many days: {text!r}") from None
+    if not days > 0:
+        raise argparse.ArgumentTypeError(f"must be a number of days above 0: {text!r}")
+    return days
+
+
+def positive_int(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attribution", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -361,6 +390,43 @@ def build_parser() -> argparse.ArgumentParser:
         "--as-of", type=aware_time, help="the run's now, ISO 8601 with offset (default: now)"
     )
     payouts.add_argument("--out", type=Path, help="write the statements as CSV")
+    scenario = commands.add_parser(
+        "scenario", help="the stored history under other settings, compared with today's"
+    )
+    scenario.add_argument("--lookback", type=positive_days, metavar="DAYS")
+    scenario.add_argument("--half-life", type=positive_days, metavar="DAYS")
+    scenario.add_argument("--code-policy", type=CodePolicy, choices=list(CodePolicy))
+    scenario.add_argument("--click-policy", type=ClickPolicy, choices=list(ClickPolicy))
+    scenario.add_argument(
+        "--model",
+        type=Model,
+        choices=list(Model),
+        default=Model.LAST_CLICK,
+        help="the model whose credits are compared (payouts follow each contract's own "
+        "commission model); default last_click",
+    )
+    scenario.add_argument(
+        "--history", type=Path, help="a JSON-lines file of events (default: read ClickHouse)"
+    )
+    scenario.add_argument(
+        "--catalog",
+        type=Path,
+        help="catalog CSVs (default with --history: none; else the catalog stored in ClickHouse)",
+    )
+    scenario.add_argument("--out", type=Path, help="write the comparison as CSV")
+    scenario.add_argument("--chart", type=Path, help="write an HTML bar chart per influencer")
+    scenario.add_argument(
+        "--processes", type=positive_int, default=default_processes(), help="default: cores"
+    )
+    restate = commands.add_parser(
+        "restate", help="adopt new settings for the whole history: credits rebuilt, versioned"
+    )
+    restate.add_argument(
+        "--settings", type=Path, required=True, help="an env file of ATTRIBUTION_* settings"
+    )
+    restate.add_argument(
+        "--processes", type=positive_int, default=default_processes(), help="default: cores"
+    )
     demo = commands.add_parser("demo", help="services + worker + synthetic storefront + report")
     demo.add_argument("--seconds", type=float, default=60.0)
     return parser
@@ -387,6 +453,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_backfill(settings, args.events)
     if args.command == "payouts":
         return _payouts(settings, args.period, args.as_of, args.out)
+    if args.command == "scenario":
+        overrides = Overrides(args.lookback, args.half_life, args.code_policy, args.click_policy)
+        return run_scenario(
+            settings,
+            overrides,
+            args.model,
+            args.history,
+            args.catalog,
+            args.out,
+            args.chart,
+            args.processes,
+        )
+    if args.command == "restate":
+        from streams.restate import run_restate
+
+        return run_restate(settings, args.settings, args.processes)
     from streams.demo import run_demo
 
     return run_demo(settings, seconds=args.seconds)

@@ -1,0 +1,237 @@
+"""`attribution scenario`: what a user sees change when the rules change, figures by hand; the
+history split by identity component gives exactly the credits of one pipeline."""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from attribution.replay import LocalPipeline
+from attribution.rules import CodePolicy, Rules
+from attribution.scenario import (
+    Contracts,
+    Overrides,
+    attribute,
+    compare,
+    split_by_identity,
+)
+from schemas.catalog import CampaignRow, ContractRow
+from schemas.events import validate_event
+from simulation.storefront import Storefront
+from streams.cli import main
+from tests.unit.helpers import CATALOG, at
+
+PII_KEY = b"scenario-test-key"
+
+
+def raw(kind: str, event_id: str, when: str, **fields: Any) -> dict[str, Any]:
+    return {"type": kind, "event_id": event_id, "occurred_at": when, **fields}
+
+
+def utm(influencer: str) -> str:
+    return f"https://shop.example/?utm_campaign=spring&utm_content={influencer}"
+
+
+# Bob's click 20 days before a 100.00 order of customer c1 (on the device she orders from);
+# customer c2 clicks Bob's link then orders 90.00 with Anna's code.
+HISTORY = [
+    raw("click", "k1", at(0), visitor_id="v1", url=utm("bob")),
+    raw("order", "o1", at(20), order_id="o1", customer_id="c1", visitor_id="v1", currency="USD",
+        total="100.00"),
+    raw("click", "k2", at(21), visitor_id="v2", url=utm("bob")),
+    raw("order", "o2", at(22), order_id="o2", customer_id="c2", visitor_id="v2", currency="USD",
+        total="90.00"),
+    raw("code_redemption", "r2", at(22), code="ANNA10", order_id="o2", customer_id="c2"),
+]  # fmt: skip
+CONTRACTS = Contracts(
+    [
+        ContractRow(influencer_id="bob", campaign_id="spring", commission_rate=Decimal("0.10")),
+        ContractRow(
+            influencer_id="anna",
+            campaign_id="spring",
+            retainer=Decimal("50"),
+            commission_rate=Decimal("0.20"),
+        ),
+    ],
+    {
+        "spring": CampaignRow(
+            campaign_id="spring",
+            name="Spring",
+            category="fashion",
+            starts_at=datetime(2026, 3, 1, tzinfo=UTC),
+            ends_at=datetime(2026, 4, 30, tzinfo=UTC),
+            budget=Decimal("1000"),
+            currency="USD",
+        )
+    },
+)
+
+
+TODAY = Rules(lookback=timedelta(days=14))
+
+
+def figures(
+    overrides: Overrides, today: Rules = TODAY
+) -> dict[tuple[str, str], tuple[Decimal, Decimal, Decimal | None, Decimal]]:
+    events = [validate_event(event) for event in HISTORY]
+    _, before = attribute(events, CATALOG, today, b"")
+    _, after = attribute(events, CATALOG, overrides.applied_to(today), b"")
+    comparison = compare(before, after, "last_click", CONTRACTS)
+    return {
+        (row.level, row.id): (
+            row.change("revenue") or Decimal(0),
+            row.change("conversions") or Decimal(0),
+            row.change("roas"),
+            row.change("payout") or Decimal(0),
+        )
+        for row in comparison.rows
+    }
+
+
+def test_a_longer_lookback_credits_the_click_20_days_before_the_order() -> None:
+    changes = figures(Overrides(lookback_days=30))
+    # Today (14 days) o1 is unattributed; with 30 days Bob's click of day 0 takes its 100.00,
+    # and 10% of it in commission. Anna keeps o2 (code last) and her 50 + 18.00.
+    assert changes[("influencer", "bob")][:2] == (Decimal("100.00"), Decimal("1"))
+    assert changes[("influencer", "bob")][3] == Decimal("10.00")
+    assert changes[("influencer", "")][:2] == (Decimal("-100.00"), Decimal("-1"))
+    assert changes[("influencer", "anna")] == (Decimal(0), Decimal(0), Decimal(0), Decimal(0))
+    # The campaign gains Bob's 100.00 for 10.00 more payout: ROAS 90/68 = 1.3235 -> 190/78.
+    assert changes[("campaign", "spring")][0] == Decimal("100.00")
+    assert changes[("campaign", "spring")][2] == Decimal("2.4358") - Decimal("1.3235")
+
+
+def test_link_wins_moves_the_code_order_to_the_link() -> None:
+    changes = figures(Overrides(code_policy=CodePolicy.LINK_WINS))
+    # o2 goes from Anna's code to Bob's click: 90.00 and 1 conversion; commissions 9.00 for Bob,
+    # -18.00 for Anna (her 50 retainer stays), so Anna's ROAS goes from 90/68 = 1.3235 to
+    # 0/50 = 0.
+    assert changes[("influencer", "bob")] == (
+        Decimal("90.00"),
+        Decimal("1"),
+        None,  # no ROAS without revenue before
+        Decimal("9.00"),
+    )
+    assert changes[("influencer", "anna")][:2] == (Decimal("-90.00"), Decimal("-1"))
+    assert changes[("influencer", "anna")][2] == Decimal("-1.3235")
+    assert changes[("influencer", "anna")][3] == Decimal("-18.00")
+
+
+def test_an_impossible_scenario_is_refused() -> None:
+    with pytest.raises(ValueError, match="lookback must be more than 0 days"):
+        Overrides(lookback_days=0)
+    with pytest.raises(ValueError, match="unknown model 'markov'"):
+        compare(attribute([], CATALOG, Rules(), b"")[1], attribute([], CATALOG, Rules(), b"")[1],
+                "markov", CONTRACTS)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def storefront_stream() -> tuple[Storefront, list[dict[str, Any]]]:
+    store = Storefront(datetime(2026, 3, 1, tzinfo=UTC), seed=11)
+    return store, store.events(1500) + store.fraud_events(datetime(2026, 3, 2, tzinfo=UTC))
+
+
+def test_the_split_by_identity_gives_exactly_the_credits_of_one_pipeline(
+    storefront_stream: tuple[Storefront, list[dict[str, Any]]],
+) -> None:
+    store, stream = storefront_stream
+    rules = Rules()
+    catalog = store.static_catalog()
+    events = [validate_event(event) for event in stream]
+    whole = LocalPipeline(catalog, rules, pii_key=PII_KEY)
+    whole.feed_all(events)
+    parts = split_by_identity(stream, 3, rules.traffic_reach)
+    assert len(parts) == 3 and sorted(i for part in parts for i in part) == list(range(len(stream)))
+    credits, orders = [], []
+    for part in parts:
+        pipeline = LocalPipeline(catalog, rules, pii_key=PII_KEY)
+        pipeline.feed_all(events[index] for index in part)
+        credits += pipeline.final_credits()
+        orders += pipeline.final_orders()
+    key = lambda row: (row.order_id, row.model, row.position)  # noqa: E731
+    assert sorted(credits, key=key) == whole.final_credits()
+    assert sorted(orders, key=lambda row: row.order_id) == whole.final_orders()
+
+
+def test_the_cli_compares_with_all_processes_as_with_one_and_writes_csv_and_chart(
+    storefront_stream: tuple[Storefront, list[dict[str, Any]]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    store, stream = storefront_stream
+    history = tmp_path / "history.jsonl"
+    history.write_text("\n".join(json.dumps(event) for event in stream) + "\nnot json\n")
+    catalog = store.write_catalog(tmp_path / "catalog")
+    monkeypatch.setenv("ATTRIBUTION_PII_SALT", PII_KEY.decode())
+    common = ["scenario", "--history", str(history), "--catalog", str(catalog)]
+    common += ["--lookback", "2", "--click-policy", "strict", "--model", "linear"]
+    outputs = []
+    for processes in ("1", "2"):
+        out = tmp_path / f"comparison-{processes}.csv"
+        chart = tmp_path / f"chart-{processes}.html"
+        arguments = [*common, "--processes", processes, "--out", str(out), "--chart", str(chart)]
+        assert main(arguments) == 0
+        outputs.append((out.read_text(), chart.read_text()))
+    assert outputs[0] == outputs[1]
+    captured = capsys.readouterr()
+    assert "today, scenario (lookback 2.0, click-policy strict) and the difference" in captured.out
+    assert f"{history}:{len(stream) + 1}: not valid JSON" in captured.err
+    rows = list(csv.DictReader(outputs[0][0].splitlines()))
+    creator = next(row for row in rows if row["id"] == "inf-000")
+    assert Decimal(creator["revenue_change"]) == Decimal(creator["scenario_revenue"]) - Decimal(
+        creator["today_revenue"]
+    )
+    # Two of the lookback's 30 days: journeys of days lose clicks, so some revenue moves.
+    assert any(Decimal(row["revenue_change"]) != 0 for row in rows)
+    chart_html = outputs[0][1]
+    assert chart_html.startswith("<!DOCTYPE html>") and "<svg" in chart_html
+    assert "inf-000" in chart_html and "http" not in chart_html.replace(
+        "http://www.w3.org/2000/svg", ""
+    )
+
+
+def test_a_lowercase_rfc_3339_click_stays_with_its_address_when_split() -> None:
+    # The schema reads "2026-03-01t10:05:00z" (RFC 3339 allows lowercase t and z). The second
+    # click from 1.2.3.4 for Bob within the hour is a duplicate in one pipeline, so o2 (its
+    # visitor's order) is unattributed; were it cut from the first click's part, it would be a
+    # valid click there and credit o2 to Bob.
+    stream = [
+        raw("click", "k1", "2026-03-01T10:00:00Z", visitor_id="v1", ip="1.2.3.4",
+            user_agent="Mozilla/5.0", url=utm("bob")),
+        raw("click", "k2", "2026-03-01t10:05:00z", visitor_id="v2", ip="1.2.3.4",
+            user_agent="Mozilla/5.0", url=utm("bob")),
+        raw("order", "o2", "2026-03-01T10:30:00Z", order_id="o2", customer_id="c2",
+            visitor_id="v2", currency="USD", total="90.00"),
+    ]  # fmt: skip
+    rules = Rules()
+    events = [validate_event(event) for event in stream]
+    whole = LocalPipeline(CATALOG, rules, pii_key=PII_KEY)
+    whole.feed_all(events)
+    o2_credit = {row.influencer_id for row in whole.final_credits() if row.order_id == "o2"}
+    assert o2_credit == {""}
+    parts = split_by_identity(stream, 3, rules.traffic_reach)
+    assert parts == [[0, 1, 2]]
+    part = LocalPipeline(CATALOG, rules, pii_key=PII_KEY)
+    part.feed_all(events[index] for index in parts[0])
+    assert part.final_credits() == whole.final_credits()
+
+
+def test_impossible_options_are_one_line_errors_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    history = tmp_path / "history.jsonl"
+    history.write_text("")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["scenario", "--history", str(history), "--lookback", "1e12"])
+    assert exit_info.value.code == 2
+    assert "argument --lookback: too many days: '1e12'" in capsys.readouterr().err
+    missing = tmp_path / "no-such-directory" / "out.csv"
+    assert main(["scenario", "--history", str(history), "--out", str(missing)]) == 2
+    assert capsys.readouterr().err == (f"--out {missing}: no directory {missing.parent}\n")
