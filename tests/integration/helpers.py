@@ -154,6 +154,22 @@ def click(event_id: str, **fields: Any) -> dict[str, Any]:
     }
 
 
+def order(
+    event_id: str, at: str, visitor: str, total: str, currency: str = "USD"
+) -> dict[str, Any]:
+    """An order whose id is its event id, placed by customer `u-<visitor>` on that visitor."""
+    return {
+        "type": "order",
+        "event_id": event_id,
+        "occurred_at": at,
+        "order_id": event_id,
+        "customer_id": f"u-{visitor}",
+        "visitor_id": visitor,
+        "currency": currency,
+        "total": total,
+    }
+
+
 def with_role(settings: Settings, role: str, data_dir: Path) -> Settings:
     """The settings of one more worker of the same app: `role`, its own data dir and port."""
     return settings.model_copy(update={"role": role, "data_dir": data_dir, "web_port": free_port()})

@@ -66,16 +66,7 @@ def click(event_id: str, at: str, visitor: str, influencer: str) -> dict[str, An
 
 
 def order(event_id: str, at: str, visitor: str, total: str) -> dict[str, Any]:
-    return {
-        "type": "order",
-        "event_id": event_id,
-        "occurred_at": at,
-        "order_id": event_id,
-        "customer_id": f"u-{visitor}",
-        "visitor_id": visitor,
-        "currency": "EUR",
-        "total": total,
-    }
+    return helpers.order(event_id, at, visitor, total, currency="EUR")
 
 
 # The six journeys of the worked example, in June: anna > ben converts twice, cleo > ben once;

@@ -29,6 +29,7 @@ from sinks.clickhouse import ClickHouseWriter, connect
 from sinks.migrations import migrate
 from sinks.payouts import PayoutReport, run_payouts
 from streams.cli import main
+from tests.integration import helpers
 
 pytestmark = pytest.mark.integration
 
@@ -82,16 +83,7 @@ def click(event_id: str, at: str, visitor: str, influencer: str) -> dict[str, An
 
 
 def order(event_id: str, at: str, visitor: str, total: str) -> dict[str, Any]:
-    return {
-        "type": "order",
-        "event_id": event_id,
-        "occurred_at": at,
-        "order_id": event_id,
-        "customer_id": f"u-{visitor}",
-        "visitor_id": visitor,
-        "currency": "USD",
-        "total": total,
-    }
+    return helpers.order(event_id, at, visitor, total, currency="USD")
 
 
 # October: anna's o1 (123.45), bob's o2 (100.00). November: anna's o3 (80.00) and o4 (50.00).
