@@ -46,8 +46,10 @@ def register(topology: Topology) -> None:
             return
         if await passes.write_closed_paths(watermark):
             paths_written = True
-        if await writer.call(passes.credit_orders, watermark):
-            paths_written = True
+        current, pages = await writer.call(passes.orders_to_credit, watermark)
+        for page in pages:
+            if await writer.call(passes.credit_page, page, current, watermark):
+                paths_written = True
         if not paths_written:
             return
         current = await writer.call(passes.current_weights)

@@ -62,7 +62,7 @@ def main() -> None:
                 # The figure is out; a clean Faust shutdown would only add seconds to the run.
                 os._exit(0)
 
-    sys.argv = [sys.argv[0], "worker", "--loglevel", "warning"]
+    sys.argv = [sys.argv[0], "worker", "--loglevel", "warn"]
     app.main()
 
 

@@ -329,8 +329,13 @@ def faust_floor(settings: Settings, records: int) -> int:
         check=True,
         timeout=3600,
     )
-    figures = json.loads(finished.stdout.decode().strip().splitlines()[-1])
-    return int(figures["records_per_second"])
+    # Faust's worker sends print() through its logging, so the figure comes after a log prefix.
+    [line] = [
+        line
+        for line in (finished.stdout + finished.stderr).decode().splitlines()
+        if '"records_per_second"' in line
+    ]
+    return int(json.loads(line[line.index("{") :])["records_per_second"])
 
 
 def batched_records(stream: Stream, directory: Path, per_record: int) -> dict[str, Any]:
