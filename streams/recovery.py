@@ -20,11 +20,29 @@ a partition only to its committed offset, and aiokafka does not move a partition
 never committed, so its records fetched during recovery were skipped for good (seen as
 orders missing after a SIGKILL restart, 2026-11-24). Those partitions go back to their
 beginning, which is what the `earliest` offset reset means for them.
+
+A third loss came from Faust committing past records no agent acknowledged (seen as a whole
+`traffic-commands` record of 12 clicks, and 19 `journey-commands` records, never applied after
+scaling from three stage workers to one, 2026-11-30):
+
+- a recovery that was still seeking when the next rebalance began resumed the old assignment's
+  partitions and flow after they had been revoked, so records reached the stages while no
+  processor owned them, and were passed over unacknowledged;
+- Faust took the jump from the last record it read to the next one for a hole left by log
+  compaction and acknowledged the offsets in between, although they had been read;
+- and its check that the oldest acknowledged record follows the committed offset is off by
+  one, so the one record at the committed offset could be committed over unacknowledged.
+
+Here a recovery resumes nothing once a rebalance began after it, and the consumer commits
+exactly the unbroken run of acknowledged offsets from the committed one: the topics read as
+streams are never compacted and written without transactions, so a record that was not
+acknowledged is one that was not processed, and it holds back the commit until it is.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -35,9 +53,25 @@ from faust.types import TP
 
 
 class SeekThenResumeRecovery(Recovery):
+    # Faust counts a rebalance when the partitions are revoked, before the new generation id
+    # is known: the count at the assignment tells whether this recovery's partitions still are.
+    _rebalances_at_assignment = 0
+
+    async def on_rebalance(
+        self,
+        assigned: set[TP],
+        revoked: set[TP],
+        newly_assigned: set[TP],
+        generation_id: int = 0,
+    ) -> None:
+        app: Any = self.app
+        self._rebalances_at_assignment = app.rebalancing_count
+        await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
+
     async def on_recovery_completed(self, generation_id: int = 0) -> None:
         app: Any = self.app
         consumer = app.consumer
+        rebalances = self._rebalances_at_assignment
         self.log.info("Restore complete!")
         await app.on_rebalance_complete.send()
         self._set_recovery_ended()
@@ -51,8 +85,7 @@ class SeekThenResumeRecovery(Recovery):
         ]
         if table_callbacks:
             await asyncio.wait(table_callbacks)
-        if app.consumer_generation_id != generation_id:
-            self.log.warning("Recovery rebalancing again")
+        if self._rebalanced_since(generation_id, rebalances):
             return
         assignment = consumer.assignment()
         stream_partitions = {tp for tp in assignment if not self._is_changelog_tp(tp)}
@@ -72,6 +105,16 @@ class SeekThenResumeRecovery(Recovery):
                     ),
                     timeout=app.conf.broker_request_timeout,
                 )
+                # Their first offset is where an unbroken run of acknowledgements must start.
+                earliest = await asyncio.wait_for(
+                    consumer._thread.earliest_offsets(*never_committed),
+                    timeout=app.conf.broker_request_timeout,
+                )
+                consumer._committed_offset.update(earliest)
+        # The seeks awaited the broker: the partitions may have been revoked meanwhile, and
+        # resuming them now would feed records to stages that no longer own them.
+        if self._rebalanced_since(generation_id, rebalances):
+            return
         self.completed.set()
         consumer.resume_partitions(stream_partitions)
         app.flow_control.resume()
@@ -82,6 +125,13 @@ class SeekThenResumeRecovery(Recovery):
             self.tables.on_standbys_ready()
         app.on_rebalance_end()
         self.log.info("Worker ready")
+
+    def _rebalanced_since(self, generation_id: int, rebalances: int) -> bool:
+        app: Any = self.app
+        if app.consumer_generation_id == generation_id and app.rebalancing_count == rebalances:
+            return False
+        self.log.warning("Recovery rebalancing again")
+        return True
 
 
 class SeekThenResumeTableManager(TableManager):
@@ -109,6 +159,47 @@ class SnapshotFetchConsumer(aiokafka_driver.Consumer):
     async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Any:  # noqa: ASYNC109 (Faust's signature)
         snapshot = None if active_partitions is None else set(active_partitions)
         return await super()._getmany(snapshot, timeout)
+
+    async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
+        """Faust's hook for holes left by log compaction; the topics read as streams have none,
+        and a jump in what was read is not one (see the module doc)."""
+
+    def _new_offset(self, tp: TP) -> int | None:
+        acked = self._acked[tp]
+        acked.sort()
+        settled, offset = committable_run(acked, self._committed_offset[tp])
+        if settled:
+            self._acked_index[tp].difference_update(acked[:settled])
+            del acked[:settled]
+        return offset
+
+
+def committable_run(acked: Sequence[int], committed: int | None) -> tuple[int, int | None]:
+    """How many of the sorted acknowledged offsets `acked` are settled, and the offset to commit
+    after them (None: nothing new). Offsets below the committed one are settled already; from it
+    on, only an unbroken run counts. Without a commit yet, the run starts at the first offset
+    acknowledged.
+
+    >>> committable_run([7, 8, 9, 11], committed=7)
+    (3, 10)
+    >>> committable_run([8, 9], committed=7)  # 7 not acknowledged: nothing to commit
+    (0, None)
+    >>> committable_run([3, 5, 6], committed=5)
+    (3, 7)
+    >>> committable_run([4, 5], committed=None)
+    (2, 6)
+    """
+    settled = 0
+    while settled < len(acked) and committed is not None and acked[settled] < committed:
+        settled += 1
+    if settled == len(acked):
+        return settled, None
+    next_offset = acked[settled] if committed is None else committed
+    start = settled
+    while settled < len(acked) and acked[settled] == next_offset:
+        settled += 1
+        next_offset += 1
+    return settled, (next_offset if settled > start else None)
 
 
 class SnapshotFetchTransport(aiokafka_driver.Transport):

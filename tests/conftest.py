@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import uuid
 from collections.abc import Iterator
@@ -40,7 +41,8 @@ def services() -> None:
 @pytest.fixture
 def isolated_settings(tmp_path: Path, services: None) -> Iterator[Settings]:
     """Settings with a unique topic prefix, app id, ClickHouse dir and web port for one test;
-    its topics are deleted afterwards, so that a long-lived broker does not pile them up."""
+    its topics are deleted afterwards, so that a long-lived broker does not pile them up
+    (ATTRIBUTION_TEST_KEEP_TOPICS=1 keeps them, to read a failed run's records)."""
     unique = f"t{uuid.uuid4().hex[:10]}"
     yield Settings(
         data_dir=tmp_path / "data",
@@ -52,7 +54,8 @@ def isolated_settings(tmp_path: Path, services: None) -> Iterator[Settings]:
         sink_batch_seconds=0.3,
         pii_salt=PII_SALT,
     )
-    asyncio.run(_delete_topics_of(unique))
+    if not os.environ.get("ATTRIBUTION_TEST_KEEP_TOPICS"):
+        asyncio.run(_delete_topics_of(unique))
 
 
 async def _delete_topics_of(unique: str) -> None:

@@ -15,6 +15,7 @@ from faust import Table
 from faust.stores.memory import Store
 from faust.tables import TableManager
 from faust.tables.recovery import Recovery
+from faust.transport.consumer import Consumer
 from faust.transport.drivers import aiokafka as aiokafka_driver
 
 
@@ -31,6 +32,11 @@ PINNED: list[tuple[str, Callable[..., Any], str]] = [
         "6ef567acf072e46d",
     ),
     (
+        "Recovery.on_rebalance: extended to note the rebalance count at each assignment",
+        Recovery.on_rebalance,
+        "aa4d997a1795ceae",
+    ),
+    (
         "TableManager.recovery: replaced to build our Recovery",
         _getter(TableManager.recovery),
         "f0bf5de78b4c3d23",
@@ -39,6 +45,21 @@ PINNED: list[tuple[str, Callable[..., Any], str]] = [
         "aiokafka Consumer._getmany: called with a snapshot of the active partitions",
         aiokafka_driver.Consumer._getmany,
         "f9d47aa9010b5ff2",
+    ),
+    (
+        "Consumer._new_offset: replaced to commit only an unbroken run from the committed offset",
+        Consumer._new_offset,
+        "1d2c7ea89a7ad4f1",
+    ),
+    (
+        "Consumer._add_gap: turned off, the stream topics are never compacted",
+        Consumer._add_gap,
+        "4df2573ded7c1c2c",
+    ),
+    (
+        "Consumer.ack: keeps `_acked`, `_acked_index` and `_committed_offset` as we read them",
+        Consumer.ack,
+        "5fcf41cf45153475",
     ),
     (
         "memory Store.persisted_offset: answers the offset the bulk restore loaded",
