@@ -361,7 +361,15 @@ def positive_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attribution", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("worker", help="run a Faust worker (settings from ATTRIBUTION_* env)")
+    worker = commands.add_parser(
+        "worker", help="run the pipeline's workers (settings from ATTRIBUTION_* env)"
+    )
+    worker.add_argument(
+        "--processes",
+        type=positive_int,
+        help="stage processes beside one sink (default: the cores, at most the partitions); "
+        "1 runs everything in one process",
+    )
     replay = commands.add_parser("replay", help="attribute a JSON-lines file offline")
     replay.add_argument("events", type=Path)
     replay.add_argument("--catalog", type=Path)
@@ -436,7 +444,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings.from_env()
     if args.command == "worker":
-        return _worker(settings)
+        from streams.supervisor import default_stage_processes, supervise
+
+        processes = args.processes or (
+            default_stage_processes(settings) if settings.role == "all" else 1
+        )
+        return _worker(settings) if processes == 1 else supervise(settings, processes)
     if args.command == "replay":
         return _replay(settings, args.events, args.catalog, args.out)
     if args.command == "sql":

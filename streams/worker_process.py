@@ -29,7 +29,9 @@ def free_port() -> int:
 class WorkerProcess:
     """`attribution worker` with the given settings, its log in `log_path`.
 
-    `module` runs instead of `streams.cli worker` (a test's worker with a fault injected)."""
+    `module` runs instead of `streams.cli worker` (a test's worker with a fault injected);
+    `processes` > 1 runs it as a supervised service of that many stage processes and a sink
+    (streams/supervisor.py), whose sink answers on the settings' web port."""
 
     def __init__(
         self,
@@ -37,8 +39,10 @@ class WorkerProcess:
         log_path: Path,
         module: str = "streams.cli",
         extra_env: dict[str, str] | None = None,
+        processes: int = 1,
     ) -> None:
         self.settings = settings
+        self.processes = processes
         self.log_path = log_path
         self.module = module
         self.extra_env = extra_env or {}
@@ -52,7 +56,7 @@ class WorkerProcess:
         self._log = self.log_path.open("ab")
         env = {**os.environ, **self.settings.as_env(), **self.extra_env}
         self._process = subprocess.Popen(
-            [sys.executable, "-m", self.module, "worker"],
+            [sys.executable, "-m", self.module, "worker", "--processes", str(self.processes)],
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
