@@ -105,12 +105,7 @@ class SeekThenResumeRecovery(Recovery):
                     ),
                     timeout=app.conf.broker_request_timeout,
                 )
-                # Their first offset is where an unbroken run of acknowledgements must start.
-                earliest = await asyncio.wait_for(
-                    consumer._thread.earliest_offsets(*never_committed),
-                    timeout=app.conf.broker_request_timeout,
-                )
-                consumer._committed_offset.update(earliest)
+            await self._start_commits_at_first_records(consumer, stream_partitions)
         # The seeks awaited the broker: the partitions may have been revoked meanwhile, and
         # resuming them now would feed records to stages that no longer own them.
         if self._rebalanced_since(generation_id, rebalances):
@@ -125,6 +120,29 @@ class SeekThenResumeRecovery(Recovery):
             self.tables.on_standbys_ready()
         app.on_rebalance_end()
         self.log.info("Worker ready")
+
+    async def _start_commits_at_first_records(self, consumer: Any, partitions: set[TP]) -> None:
+        """Where each partition's unbroken run of acknowledgements must start: its committed
+        offset, or its first record when it was never committed or retention deleted records
+        before they were read (those are gone: said once here, rather than holding back every
+        commit of the partition for good)."""
+        if not partitions:
+            return
+        first_records: dict[TP, int] = await asyncio.wait_for(
+            consumer.earliest_offsets(*partitions),
+            timeout=self.app.conf.broker_request_timeout,
+        )
+        for tp, first in first_records.items():
+            committed = consumer._committed_offset[tp]
+            if committed is not None and committed < first:
+                self.log.warning(
+                    "%s[%d]: %d records were deleted by retention before they were read",
+                    tp.topic,
+                    tp.partition,
+                    first - committed,
+                )
+            if committed is None or committed < first:
+                consumer._committed_offset[tp] = first
 
     def _rebalanced_since(self, generation_id: int, rebalances: int) -> bool:
         app: Any = self.app

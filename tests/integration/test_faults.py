@@ -3,7 +3,7 @@
 Every test runs the same storefront scenario through a real worker while one fault happens,
 then compares ClickHouse with `attribution replay` of the same events: the months of history of
 customers whose visits are weeks apart (backfilled first, by event time, as a storefront does
-before it goes live), then about 33k live events (identifies with cross-device visitors, code
+before it goes live), then about 16k live events (identifies with cross-device visitors, code
 redemptions, refunds, late and duplicate deliveries) during which the fault happens.
 """
 
@@ -40,7 +40,7 @@ from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
-SHOPPERS = 12_000
+SHOPPERS = 6_000
 STACK = Path(__file__).parents[2] / "devstack" / "stack"
 
 
@@ -87,7 +87,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory, services: None) -> Scenar
     history, live = storefront.split_history(storefront.events(SHOPPERS))
     lines = [json.dumps(event).encode() for event in live]
     earlier = [json.dumps(event).encode() for event in history]
-    assert len(lines) >= 33_000 and len(earlier) >= 5_000
+    assert len(lines) >= 16_000 and len(earlier) >= 2_000
     expected = replay_credits([*earlier, *lines], catalog_dir, Settings(pii_salt=PII_SALT))
     return Scenario(catalog_dir, earlier, lines, expected)
 
