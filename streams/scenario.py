@@ -27,6 +27,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from attribution.fx import LockedRate
+from attribution.models import ALL_MODELS, Model
 from attribution.money import currency_quantum
 from attribution.rules import Rules
 from attribution.scenario import (
@@ -38,6 +39,7 @@ from attribution.scenario import (
     Tally,
     attribute_part,
     compare,
+    compared_models,
     split_by_identity,
 )
 from attribution.traffic import EMPTY_USER_AGENT, KNOWN_CRAWLER
@@ -298,6 +300,7 @@ class PartTask:
     scenario: Rules
     pii_key: bytes
     keep_rows: bool
+    models: frozenset[Model]
 
 
 def attribute_task(task: PartTask) -> tuple[PartOutcome, list[str]]:
@@ -318,6 +321,7 @@ def attribute_task(task: PartTask) -> tuple[PartOutcome, list[str]]:
         task.pii_key,
         keep_rows=task.keep_rows,
         order_rates=task.order_rates,
+        models=task.models,
     )
     return outcome, invalid
 
@@ -335,8 +339,10 @@ def run_history(
     *,
     keep_rows: bool = False,
     pii_key: bytes | None = None,
+    models: Iterable[Model] = ALL_MODELS,
 ) -> tuple[PartOutcome, list[str]]:
-    """The history under today's rules and `scenario`, split over `processes` processes."""
+    """The history under today's rules and `scenario`, split over `processes` processes, the
+    tallies holding the credits of `models`."""
     key = settings.pii_key if pii_key is None else pii_key
     today = settings.rules
     reach = max(today.traffic_reach, scenario.traffic_reach) if key else None
@@ -351,6 +357,7 @@ def run_history(
             scenario,
             key,
             keep_rows,
+            frozenset(models),
         )
         for part in parts
     ]
@@ -588,16 +595,18 @@ def run_scenario(
         print(f"ClickHouse {settings.clickhouse}: {first_line(error)}", file=sys.stderr)
         return 2
     scenario_rules = overrides.applied_to(settings.rules)
+    contracts = contracts_of(catalog, settings.reporting_currency)
     outcome, invalid = run_history(
-        history, catalog, settings, scenario_rules, processes, pii_key=pii_key
+        history,
+        catalog,
+        settings,
+        scenario_rules,
+        processes,
+        pii_key=pii_key,
+        models=compared_models(model, contracts),
     )
     report_outcome(invalid, outcome)
-    comparison = compare(
-        outcome.today,
-        outcome.scenario,
-        model,
-        contracts_of(catalog, settings.reporting_currency),
-    )
+    comparison = compare(outcome.today, outcome.scenario, model, contracts)
     label = describe(overrides)
     print_comparison(comparison, label)
     if comparison.orders_without_rate:
