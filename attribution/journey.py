@@ -30,7 +30,7 @@ from attribution.messages import (
     Wire,
     customer_key,
 )
-from attribution.models import ALL_MODELS, model_credits
+from attribution.models import ALL_MODELS, Model, model_credits
 from attribution.money import CREDIT_QUANTUM, split_revenue
 from attribution.rows import CreditRow, CustomerErased, OrderRow
 from attribution.rules import CodePolicy, Rules, same_day
@@ -62,6 +62,8 @@ class OrderRecord:
     # (model, touchpoint event id) of every credit row ever emitted, flattened and sorted:
     # a tuple of the rows' own strings costs 16 bytes a key where a set of pairs costs 90.
     emitted_keys: tuple[str, ...] = ()
+    credit_pending: bool = False
+    """Restated since its credit was last computed, in a journey that defers credit."""
 
     @property
     def refunded(self) -> Decimal:
@@ -74,6 +76,9 @@ class Journey:
     clicks: dict[str, StoredClick] = field(default_factory=dict)
     orders: dict[str, OrderRecord] = field(default_factory=dict)
     newest_event_at: datetime | None = None
+    defers_credit: bool = False
+    """Restating only marks the order `credit_pending`: its credit is computed by the owner
+    (attribution.scenario) when it needs final figures, not at every change."""
 
 
 def order_code_policy(order: OrderRecord, rules: Rules) -> CodePolicy:
@@ -212,9 +217,13 @@ def _bare_row(
 
 
 def credit_rows(
-    journey: Journey, order: OrderRecord, rules: Rules, version: int
+    journey: Journey,
+    order: OrderRecord,
+    rules: Rules,
+    version: int,
+    models: Sequence[Model] = ALL_MODELS,
 ) -> list[CreditRow]:
-    """Every model's credit rows for an order (zero-credit touchpoints get no row)."""
+    """The credit rows of `models` for an order (zero-credit touchpoints get no row)."""
     facts = order.facts
     net_revenue = facts.total - order.refunded
     policy = order_code_policy(order, rules)
@@ -222,7 +231,7 @@ def credit_rows(
     touchpoints = eligible_touchpoints(journey, order, rules, policy)
     times = [min(tp.occurred_at, facts.occurred_at) for tp in touchpoints]
     rows: list[CreditRow] = []
-    for model in ALL_MODELS:
+    for model in models:
         if not touchpoints:
             rows.append(
                 _bare_row(
@@ -350,6 +359,9 @@ def restate(journey: Journey, order: OrderRecord, rules: Rules, *, force: bool) 
     With `force`, an unchanged order is emitted again at its current version: that is
     how a redelivered command repairs output lost in a crash, without double counting.
     """
+    if journey.defers_credit:
+        order.credit_pending = True
+        return []
     candidate = credit_rows(journey, order, rules, order.version + 1)
     fingerprint = _fingerprint(candidate) + str(order.refunded)
     if fingerprint == order.fingerprint:

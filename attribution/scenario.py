@@ -11,13 +11,18 @@ in processes. Three pieces:
   influencer and campaign; valid clicks), mergeable across parts.
 - `compare` turns today's and the scenario's tallies into rows per influencer and per campaign:
   credited revenue, conversions, ROAS and payout side by side with the difference.
+
+`attribute_part` runs a part through `SharedStages`: the stages the scenario's settings cannot
+change (traffic, orders, and the visitor stage when the lookback is the same) run once, and each
+set of rules has its own journeys (`CreditLane`) that credit each order once, when its figures
+are final, and only under the models compared.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter, defaultdict, deque
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal, localcontext
@@ -28,13 +33,37 @@ from pydantic import TypeAdapter, ValidationError
 
 from attribution.catalog import Catalog, CreditTarget, InfluencerProfile
 from attribution.fx import LockedRate
-from attribution.models import ALL_MODELS
+from attribution.identity import Visitor, apply_to_visitor
+from attribution.journey import Journey, OrderRecord, apply_to_journey, credit_rows
+from attribution.lateness import LatenessTracker
+from attribution.ledger import Ledger, apply_to_ledger
+from attribution.messages import (
+    ORDER_COMMANDS,
+    TRAFFIC_COMMANDS,
+    VISITOR_COMMANDS,
+    Command,
+    OrderUpdated,
+    TouchpointsArrived,
+    VisitorCommand,
+    order_key,
+    traffic_key,
+)
+from attribution.models import ALL_MODELS, Model
 from attribution.money import currency_quantum
 from attribution.payouts import bonus_earned
 from attribution.replay import LocalPipeline
-from attribution.rows import ClickClassificationRow, CreditRow, OrderRow, Row
-from attribution.rules import ClickPolicy, CodePolicy, Rules
-from attribution.traffic import INVALID
+from attribution.routing import route_event
+from attribution.rows import (
+    ClickClassificationRow,
+    CreditRow,
+    IdentityConflict,
+    IdentityLinked,
+    OrderRow,
+    Rejection,
+    Row,
+)
+from attribution.rules import ClickPolicy, CodePolicy, Rules, same_day
+from attribution.traffic import INVALID, Traffic, apply_to_traffic
 from schemas.catalog import CampaignRow, ContractRow
 from schemas.events import Event, Order, Timestamp
 
@@ -361,6 +390,15 @@ def _rolled_up(
     }
 
 
+def compared_models(model: str, contracts: Contracts) -> set[Model]:
+    """What `compare` reads: `model`'s credits and those the contracts pay commission on.
+
+    >>> sorted(compared_models("linear", Contracts()))
+    [<Model.LINEAR: 'linear'>]
+    """
+    return {Model(model)} | {Model(contract.commission_model) for contract in contracts.contracts}
+
+
 def compare(today: Tally, scenario: Tally, model: str, contracts: Contracts) -> Comparison:
     """Today's and the scenario's figures per influencer, then per campaign, under `model`
     (payouts follow each contract's own commission model), ordered by id; '' is the credit of
@@ -453,6 +491,153 @@ def attribute(
     return pipeline, tally
 
 
+# What an Overrides can change: only the journey stage reads these, and the visitor stage the
+# lookback (through `touchpoint_retention`).
+JOURNEY_RULES = ("lookback", "half_life", "code_policy", "click_policy")
+
+
+class CreditLane:
+    """The journey stage under one set of rules, crediting each order once its figures are
+    final: at the end of the history, or before the journey forgets it.
+
+    Its journeys defer credit (restating only marks an order), which gives the credits the
+    straightforward pipeline ends with: an order is restated whenever anything its credit reads
+    changes, and the journey keeps every click an order it still holds may be credited to.
+    """
+
+    def __init__(self, rules: Rules, models: Sequence[Model]) -> None:
+        self.rules = rules
+        self.models = models
+        self.journeys: dict[str, Journey] = {}
+        self.tally = Tally()
+
+    def apply(self, command: TouchpointsArrived | OrderUpdated) -> None:
+        if isinstance(command, TouchpointsArrived):
+            key = command.customer_id
+            moment = max((tp.occurred_at for tp in command.touchpoints), default=None)
+        else:
+            key = command.order.customer_id
+            moment = command.order.occurred_at
+        journey = self.journeys.get(key)
+        if journey is None:
+            journey = self.journeys[key] = Journey(key, defers_credit=True)
+        elif moment is not None:
+            self._credit_before_pruning(journey, moment)
+        # Deferring, the journey emits nothing: only an erasure has other outputs.
+        apply_to_journey(journey, command, self.rules)
+
+    def _credit_before_pruning(self, journey: Journey, moment: datetime) -> None:
+        """Credit the pending orders the journey forgets when its clock moves to `moment`
+        (attribution.journey._advance_clock prunes on the first event of a new day)."""
+        newest = journey.newest_event_at
+        if newest is None or moment <= newest or same_day(newest, moment):
+            return
+        oldest_kept = moment - self.rules.order_retention
+        for order in journey.orders.values():
+            if order.credit_pending and order.facts.occurred_at < oldest_kept:
+                self._credit(journey, order)
+
+    def _credit(self, journey: Journey, order: OrderRecord) -> None:
+        self.tally.add_credits(credit_rows(journey, order, self.rules, order.version, self.models))
+        order.credit_pending = False
+
+    def final_tally(self) -> Tally:
+        for journey in self.journeys.values():
+            for order in journey.orders.values():
+                if order.credit_pending:
+                    self._credit(journey, order)
+        return self.tally
+
+
+class SharedStages:
+    """The pipeline of `attribution.replay.LocalPipeline` feeding several `CreditLane`s: the
+    traffic and order stages run once, the visitor stage once per distinct lookback (what it
+    keeps waiting clicks for), each lane's journeys on their own.
+
+    The commands run first in first out as in LocalPipeline; the journey stage emits nothing
+    the others read, so a lane applies its commands as they are produced, in the same order.
+    """
+
+    def __init__(self, catalog: Catalog, lanes: Sequence[CreditLane], pii_key: bytes) -> None:
+        shared = lanes[0].rules
+        if any(_shared_rules(lane.rules) != _shared_rules(shared) for lane in lanes):
+            raise ValueError("lanes may differ only in the rules of the journey stage")
+        self.catalog = catalog
+        self.rules = shared
+        self.pii_key = pii_key
+        self.traffic: dict[str, Traffic] = {}
+        self.ledgers: dict[str, Ledger] = {}
+        by_retention: dict[timedelta, list[CreditLane]] = defaultdict(list)
+        for lane in lanes:
+            by_retention[lane.rules.touchpoint_retention].append(lane)
+        self.visitor_stages: list[tuple[Rules, dict[str, Visitor], list[CreditLane]]] = [
+            (group[0].rules, {}, group) for group in by_retention.values()
+        ]
+        self.lanes = lanes
+        self.classifications = NewestClassifications()
+        self.rejections: list[Rejection] = []
+        self.late_events: Counter[str] = Counter()
+        self._lateness = LatenessTracker(shared.allowed_lateness)
+
+    def feed(self, event: Event) -> None:
+        if self._lateness.observe(event.occurred_at):
+            self.late_events[event.type] += 1
+        routed = route_event(event, self.catalog, self.pii_key)
+        queue: deque[Command] = deque([*routed.to_traffic, *routed.to_visitors, *routed.to_orders])
+        while queue:
+            command = queue.popleft()
+            if isinstance(command, TRAFFIC_COMMANDS):
+                key = traffic_key(command)
+                traffic, traffic_outputs = apply_to_traffic(
+                    self.traffic.get(key), command, self.rules
+                )
+                _keep(self.traffic, key, traffic)
+                for output in traffic_outputs:
+                    if isinstance(output, ClickClassificationRow):
+                        self.classifications([output])
+                    else:
+                        queue.append(output)
+            elif isinstance(command, ORDER_COMMANDS):
+                key = order_key(command)
+                ledger, ledger_outputs = apply_to_ledger(self.ledgers.get(key), command, self.rules)
+                _keep(self.ledgers, key, ledger)
+                for ledger_output in ledger_outputs:
+                    if isinstance(ledger_output, OrderUpdated):
+                        for lane in self.lanes:
+                            lane.apply(ledger_output)
+                    elif isinstance(ledger_output, Rejection):
+                        self.rejections.append(ledger_output)
+            elif isinstance(command, VISITOR_COMMANDS):
+                self._to_visitors(command)
+
+    def _to_visitors(self, command: VisitorCommand) -> None:
+        for rules, visitors, lanes in self.visitor_stages:
+            key = command.visitor_id
+            visitor, outputs = apply_to_visitor(visitors.get(key), command, rules)
+            _keep(visitors, key, visitor)
+            for output in outputs:
+                if isinstance(output, TouchpointsArrived):
+                    for lane in lanes:
+                        lane.apply(output)
+                elif not isinstance(output, IdentityLinked | IdentityConflict):
+                    raise ValueError(f"only an erasure makes a visitor send {output!r}")
+
+
+def _shared_rules(rules: Rules) -> dict[str, Any]:
+    return {
+        rule.name: getattr(rules, rule.name)
+        for rule in dataclasses.fields(rules)
+        if rule.name not in JOURNEY_RULES
+    }
+
+
+def _keep(states: dict[str, Any], key: str, state: Any) -> None:
+    if state is None:
+        states.pop(key, None)
+    else:
+        states[key] = state
+
+
 def attribute_part(
     events: Sequence[Event],
     catalog: Catalog,
@@ -462,8 +647,13 @@ def attribute_part(
     *,
     keep_rows: bool = False,
     order_rates: Mapping[str, LockedRate] | None = None,
+    models: Collection[Model] = ALL_MODELS,
 ) -> PartOutcome:
-    """A part under both rules; the scenario run alone when they are the same."""
+    """A part under both rules, the tallies holding `models`' credits (every model's with
+    `keep_rows`, whose final rows are the scenario's); the scenario run alone when the rules
+    are the same."""
+    if not keep_rows:
+        return _attribute_shared(events, catalog, today, scenario, pii_key, order_rates, models)
     scenario_pipeline, scenario_tally = attribute(events, catalog, scenario, pii_key, order_rates)
     today_tally = (
         scenario_tally
@@ -480,4 +670,33 @@ def attribute_part(
         len(scenario_pipeline.rejections),
         scenario_pipeline.late_events,
         rows,
+    )
+
+
+def _attribute_shared(
+    events: Iterable[Event],
+    catalog: Catalog,
+    today: Rules,
+    scenario: Rules,
+    pii_key: bytes,
+    order_rates: Mapping[str, LockedRate] | None,
+    models: Collection[Model],
+) -> PartOutcome:
+    ordered_models = [model for model in ALL_MODELS if model in models]
+    scenario_lane = CreditLane(scenario, ordered_models)
+    lanes = (
+        [scenario_lane] if today == scenario else [CreditLane(today, ordered_models), scenario_lane]
+    )
+    relocking = OrderRatesCatalog(catalog, order_rates or {})
+    stages = SharedStages(relocking, lanes, pii_key)
+    for event in events:
+        relocking.feeding = (
+            relocking.order_rates.get(event.order_id) if isinstance(event, Order) else None
+        )
+        stages.feed(event)
+    relocking.feeding = None
+    for lane in lanes:
+        lane.final_tally().add_clicks(stages.classifications.by_click.values())
+    return PartOutcome(
+        lanes[0].tally, scenario_lane.tally, len(stages.rejections), stages.late_events
     )

@@ -193,7 +193,10 @@ def classification_row(touchpoint: Touchpoint, version: int) -> ClickClassificat
 def _forward(click: ScreenedClick) -> list[TrafficOutput]:
     """The click to its visitor with its flags, and its classification row. An erased
     customer's click has no visitor any more: only its row goes out."""
-    touchpoint = replace(click.touchpoint, flags=click.flags)
+    touchpoint = click.touchpoint
+    if touchpoint.flags != click.flags:
+        # Most clicks have no reason but their own: the copy (slow for a dataclass) is skipped.
+        touchpoint = replace(touchpoint, flags=click.flags)
     row = classification_row(touchpoint, click.version)
     if not touchpoint.visitor_id:
         return [row]

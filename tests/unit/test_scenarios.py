@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -12,12 +13,15 @@ from typing import Any
 
 import pytest
 
+from attribution.models import ALL_MODELS, Model
 from attribution.replay import LocalPipeline
-from attribution.rules import CodePolicy, Rules
+from attribution.rules import ClickPolicy, CodePolicy, Rules
 from attribution.scenario import (
     Contracts,
     Overrides,
+    Tally,
     attribute,
+    attribute_part,
     compare,
     split_by_identity,
 )
@@ -235,3 +239,51 @@ def test_impossible_options_are_one_line_errors_before_any_work(
     missing = tmp_path / "no-such-directory" / "out.csv"
     assert main(["scenario", "--history", str(history), "--out", str(missing)]) == 2
     assert capsys.readouterr().err == (f"--out {missing}: no directory {missing.parent}\n")
+
+
+@pytest.fixture(scope="module")
+def year_of_shoppers() -> tuple[Storefront, list[dict[str, Any]]]:
+    """A year of repeat buyers (journeys longer than the order retention, so journeys forget
+    orders), sparse customers with orders weeks apart and late refunds, a click farm, events
+    up to 3 days late and some delivered anywhere later (past the allowed lateness)."""
+    store = Storefront(
+        datetime(2026, 1, 1, tzinfo=UTC), seed=5, returning_share=0.4, sparse_share=0.15
+    )
+    stream = store.events(1200, spread=timedelta(days=365))
+    stream += store.fraud_events(datetime(2026, 6, 1, tzinfo=UTC))
+    shuffle = random.Random(5)
+    for _ in range(60):
+        early = shuffle.randrange(len(stream) - 1)
+        stream.insert(shuffle.randrange(early + 1, len(stream)), stream.pop(early))
+    return store, stream
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        Overrides(),
+        Overrides(lookback_days=2, click_policy=ClickPolicy.STRICT),
+        Overrides(lookback_days=60, half_life_days=1.5, code_policy=CodePolicy.LINK_WINS),
+        Overrides(code_policy=CodePolicy.CODE_WINS, click_policy=ClickPolicy.RELAXED),
+    ],
+)
+def test_crediting_once_over_shared_stages_gives_exactly_the_pipelines_tallies(
+    year_of_shoppers: tuple[Storefront, list[dict[str, Any]]], overrides: Overrides
+) -> None:
+    store, stream = year_of_shoppers
+    catalog = store.static_catalog()
+    events = [validate_event(event) for event in stream]
+    today = Rules()
+    scenario = overrides.applied_to(today)
+    straightforward = attribute_part(events, catalog, today, scenario, PII_KEY, keep_rows=True)
+    assert straightforward.rejected_events and straightforward.late_events
+    for models in (set(ALL_MODELS), {Model.LAST_CLICK, Model.TIME_DECAY}):
+        fast = attribute_part(events, catalog, today, scenario, PII_KEY, models=models)
+        for side in ("today", "scenario"):
+            expected: Tally = getattr(straightforward, side)
+            credited = {key: value for key, value in expected.credited.items() if key[0] in models}
+            assert getattr(fast, side).credited == credited
+            assert getattr(fast, side).valid_clicks == expected.valid_clicks
+            assert getattr(fast, side).orders_without_rate == expected.orders_without_rate
+        assert fast.rejected_events == straightforward.rejected_events
+        assert fast.late_events == straightforward.late_events
