@@ -42,7 +42,7 @@ acknowledged is one that was not processed, and it holds back the commit until i
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -105,7 +105,6 @@ class SeekThenResumeRecovery(Recovery):
                     ),
                     timeout=app.conf.broker_request_timeout,
                 )
-            await self._start_commits_at_first_records(consumer, stream_partitions)
         # The seeks awaited the broker: the partitions may have been revoked meanwhile, and
         # resuming them now would feed records to stages that no longer own them.
         if self._rebalanced_since(generation_id, rebalances):
@@ -120,29 +119,6 @@ class SeekThenResumeRecovery(Recovery):
             self.tables.on_standbys_ready()
         app.on_rebalance_end()
         self.log.info("Worker ready")
-
-    async def _start_commits_at_first_records(self, consumer: Any, partitions: set[TP]) -> None:
-        """Where each partition's unbroken run of acknowledgements must start: its committed
-        offset, or its first record when it was never committed or retention deleted records
-        before they were read (those are gone: said once here, rather than holding back every
-        commit of the partition for good)."""
-        if not partitions:
-            return
-        first_records: dict[TP, int] = await asyncio.wait_for(
-            consumer.earliest_offsets(*partitions),
-            timeout=self.app.conf.broker_request_timeout,
-        )
-        for tp, first in first_records.items():
-            committed = consumer._committed_offset[tp]
-            if committed is not None and committed < first:
-                self.log.warning(
-                    "%s[%d]: %d records were deleted by retention before they were read",
-                    tp.topic,
-                    tp.partition,
-                    first - committed,
-                )
-            if committed is None or committed < first:
-                consumer._committed_offset[tp] = first
 
     def _rebalanced_since(self, generation_id: int, rebalances: int) -> bool:
         app: Any = self.app
@@ -182,6 +158,31 @@ class SnapshotFetchConsumer(aiokafka_driver.Consumer):
         """Faust's hook for holes left by log compaction; the topics read as streams have none,
         and a jump in what was read is not one (see the module doc)."""
 
+    async def perform_seek(self) -> None:
+        await super().perform_seek()
+        await self._start_runs_at_first_records()
+
+    async def _start_runs_at_first_records(self) -> None:
+        """Where each stream partition's unbroken run of acknowledgements starts: its committed
+        offset, or its first record when it was never committed or retention deleted records
+        before they were read (those are gone: said once here, rather than holding back every
+        commit of the partition for good)."""
+        partitions = {tp for tp in self.assignment() if self.app.topics.acks_enabled_for(tp.topic)}
+        if not partitions:
+            return
+        first_records: Mapping[TP, int] = await self.earliest_offsets(*partitions)
+        for tp, first in first_records.items():
+            committed = self._committed_offset[tp]
+            if committed is not None and committed < first:
+                self.log.warning(
+                    "%s[%d]: %d records were deleted by retention before they were read",
+                    tp.topic,
+                    tp.partition,
+                    first - committed,
+                )
+            if committed is None or committed < first:
+                self._committed_offset[tp] = first
+
     def _new_offset(self, tp: TP) -> int | None:
         acked = self._acked[tp]
         acked.sort()
@@ -195,8 +196,9 @@ class SnapshotFetchConsumer(aiokafka_driver.Consumer):
 def committable_run(acked: Sequence[int], committed: int | None) -> tuple[int, int | None]:
     """How many of the sorted acknowledged offsets `acked` are settled, and the offset to commit
     after them (None: nothing new). Offsets below the committed one are settled already; from it
-    on, only an unbroken run counts. Without a commit yet, the run starts at the first offset
-    acknowledged.
+    on, only an unbroken run counts. Without a known start (Faust forgets it when partitions are
+    revoked, before the revocation's last flush acknowledges), nothing is committed: the next
+    owner reads those records again.
 
     >>> committable_run([7, 8, 9, 11], committed=7)
     (3, 10)
@@ -205,14 +207,16 @@ def committable_run(acked: Sequence[int], committed: int | None) -> tuple[int, i
     >>> committable_run([3, 5, 6], committed=5)
     (3, 7)
     >>> committable_run([4, 5], committed=None)
-    (2, 6)
+    (0, None)
     """
+    if committed is None:
+        return 0, None
     settled = 0
-    while settled < len(acked) and committed is not None and acked[settled] < committed:
+    while settled < len(acked) and acked[settled] < committed:
         settled += 1
     if settled == len(acked):
         return settled, None
-    next_offset = acked[settled] if committed is None else committed
+    next_offset = committed
     start = settled
     while settled < len(acked) and acked[settled] == next_offset:
         settled += 1

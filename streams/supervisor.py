@@ -1,24 +1,27 @@
 """`attribution worker --processes N`: every core of one machine, as one service.
 
 A Faust worker runs its agents on one event loop, so one process uses one core. With N > 1 the
-command starts N worker processes of role `stages` and one of role `sink`, all of the same
-consumer group, and supervises them: the stages share the partitions (each restores its own
-share of the tables), the sink alone writes ClickHouse. This is the way to scale up before
-scaling out: more machines run the same command, and their processes join the same group.
+command starts N worker processes of role `stages` (one consumer group, as separate stage
+workers are) and one of role `sink` (which reads the rows in a group of its own), and supervises
+them: the stages share the partitions (each restores its own share of the tables), the sink
+alone writes ClickHouse. This is the way to scale up before scaling out: more machines run the
+same command, and their processes join the same groups.
 
 - The sink answers on the configured web port (SQL, health, metrics, as a single worker does);
   stage process i (from 1) answers on the web port + i, for its metrics and health.
-- Each process has its own data dir under the configured one (`sink`, `stages-1`, ...).
+- Each process has its own data dir under the configured one (`sink`, `stages-1`, ...); the
+  embedded ClickHouse stays where a single-process worker keeps it.
 - A process that exits while the service runs is started again after a pause that doubles from
   one second up to a minute, and resets once it ran for a minute: its partitions go to the
   others meanwhile and come back at the next rebalance, as with any worker that stops.
-- SIGTERM or SIGINT stops the service: every process gets SIGTERM (a sink stores what it holds,
-  stages save theirs, offsets are committed), and one that is still running after the grace
-  period is killed.
+- SIGTERM, SIGINT or SIGHUP stops the service: every process gets SIGTERM (a sink stores what
+  it holds, stages save theirs, offsets are committed), and one that is still running after the
+  grace period is killed. A process is also sent SIGTERM if the supervisor dies.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -39,13 +42,22 @@ POLL_SECONDS = 0.5
 
 
 def default_stage_processes(settings: Settings) -> int:
-    """One stage process a core, and no more than there are partitions to share."""
-    return max(1, min(os.cpu_count() or 1, settings.partitions))
+    """One stage process a core this process may run on, and no more than there are
+    partitions to share."""
+    return max(1, min(len(os.sched_getaffinity(0)), settings.partitions))
 
 
 def process_settings(settings: Settings, stage_processes: int) -> list[Settings]:
-    """The sink's settings, then each stage process's."""
-    sink = settings.model_copy(update={"role": "sink", "data_dir": settings.data_dir / "sink"})
+    """The sink's settings, then each stage process's. The sink keeps the service's ClickHouse
+    (by default the embedded engine under the service's data dir, where a single-process
+    worker keeps it too)."""
+    sink = settings.model_copy(
+        update={
+            "role": "sink",
+            "data_dir": settings.data_dir / "sink",
+            "clickhouse_dsn": settings.clickhouse,
+        }
+    )
     stages = [
         settings.model_copy(
             update={
@@ -73,7 +85,9 @@ class Supervised:
     def start(self) -> None:
         env = {**os.environ, **self.settings.as_env()}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker", "--processes", "1"], env=env
+            [sys.executable, "-m", "streams.cli", "worker", "--processes", "1"],
+            env=env,
+            preexec_fn=_stop_with_parent,
         )
         self.started_at = time.monotonic()
         log.info("started %s (pid %d)", self.name, self.process.pid)
@@ -110,6 +124,13 @@ class Supervised:
             self.process.wait()
 
 
+def _stop_with_parent() -> None:
+    """In the child: SIGTERM when the supervisor dies, even by SIGKILL (Linux's
+    PR_SET_PDEATHSIG), so that no worker outlives the service."""
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def supervise(settings: Settings, processes: int) -> int:
     """Run one sink and `processes` stage processes until SIGTERM or SIGINT."""
     if settings.role != "all":
@@ -128,19 +149,21 @@ def supervise(settings: Settings, processes: int) -> int:
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    for child in children:
-        child.start()
-    while not stopping:
-        now = time.monotonic()
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, stop)
+    try:
         for child in children:
-            child.check(now)
-        time.sleep(POLL_SECONDS)
-    log.info("stopping %d processes", len(children))
-    for child in children:
-        child.terminate()
-    deadline = time.monotonic() + STOP_GRACE_SECONDS
-    for child in children:
-        child.wait_or_kill(deadline)
+            child.start()
+        while not stopping:
+            now = time.monotonic()
+            for child in children:
+                child.check(now)
+            time.sleep(POLL_SECONDS)
+    finally:
+        log.info("stopping %d processes", len(children))
+        for child in children:
+            child.terminate()
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for child in children:
+            child.wait_or_kill(deadline)
     return 0

@@ -117,9 +117,12 @@ class WorkerProcess:
         url = f"http://{self.settings.web_host}:{self.settings.web_port}/health"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                if json.loads(response.read()).get("catalog_version", -1) >= version:
-                    return
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    if json.loads(response.read()).get("catalog_version", -1) >= version:
+                        return
+            except (urllib.error.URLError, ConnectionError):
+                pass  # a process of a service still starting (or started again)
             time.sleep(0.1)
         raise TimeoutError(f"worker did not load catalog version {version}")
 

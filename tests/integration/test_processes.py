@@ -93,14 +93,14 @@ def test_a_sink_and_two_stage_processes_share_the_work_and_outlive_a_killed_one(
             timeout=30,
             what="the killed stage process started again",
         )
+        seen_pids = {*ports.values(), *_children(supervisor).values()}
         expected = replay_credits(
             [*history_lines, *lines], catalog_dir, Settings(pii_salt=PII_SALT)
         )
         actual = wait_for_credits(service, expected, timeout=240)
-        restarted = _children(supervisor)
+        seen_pids |= set(_children(supervisor).values())
     finally:
         service.stop()
     assert actual == expected
-    assert restarted[killed_port] != ports[killed_port]
-    survivors = [pid for pid in restarted.values() if Path(f"/proc/{pid}").exists()]
+    survivors = [pid for pid in seen_pids if Path(f"/proc/{pid}").exists()]
     assert not survivors, "a worker process outlived the service"

@@ -20,18 +20,20 @@ def test_one_sink_on_the_web_port_and_each_stage_process_on_the_next_ports() -> 
         7000,
         Path("/srv/attribution/sink"),
     )
+    # Where `attribution sql` and a single-process worker find the embedded engine.
+    assert sink.clickhouse == settings.clickhouse == "chdb:///srv/attribution/clickhouse"
     assert [(s.role, s.web_port, s.data_dir.name) for s in stages] == [
         ("stages", 7001, "stages-1"),
         ("stages", 7002, "stages-2"),
         ("stages", 7003, "stages-3"),
     ]
-    assert {s.app_id for s in [sink, *stages]} == {settings.app_id}  # one consumer group
+    assert {s.app_id for s in stages} == {settings.app_id}  # the stages share one group
 
 
 def test_one_stage_process_a_core_and_no_more_than_partitions_to_share(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)))
     assert default_stage_processes(Settings(partitions=64)) == 8
     assert default_stage_processes(Settings(partitions=4)) == 4
 
