@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import gc
 import json
 import sys
 import urllib.error
@@ -50,6 +51,7 @@ def _worker(settings: Settings) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     topology = create_topology(settings)
     register_agents(topology)
+    collect_garbage_less_often()
     sys.argv = [
         "attribution",
         "worker",
@@ -62,6 +64,26 @@ def _worker(settings: Settings) -> int:
     ]
     topology.app.main()
     return 0
+
+
+# Objects allocated, less freed, before a young collection (CPython's default is 700). A worker
+# allocates container objects by the million (decoded states, commands, rows), so at 700 a
+# full collection came every few thousand events and walked the whole heap each time: about a
+# quarter of the worker's CPU per event in the session 11 measurements (docs/benchmarks.md).
+YOUNG_COLLECTION_ALLOCATIONS = 10_000
+COLLECTIONS_BEFORE_OLDER = 20
+
+
+def collect_garbage_less_often() -> None:
+    """Collect rarely and never walk the startup heap again: what is alive before the worker
+    runs (modules, Faust's app, the topology, the catalog) stays for the process's life, so it
+    is moved out of the collector's generations; reference counting frees everything else as
+    before, and cycles are still collected, only later."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(
+        YOUNG_COLLECTION_ALLOCATIONS, COLLECTIONS_BEFORE_OLDER, COLLECTIONS_BEFORE_OLDER
+    )
 
 
 def read_events(path: Path, errors: list[str]) -> Iterator[Event]:
