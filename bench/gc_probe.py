@@ -1,4 +1,4 @@
-"""A worker (`streams.cli worker`) that also writes how long Python's garbage collector ran.
+"""A worker (`streams.cli worker`) that also writes the CPU time Python's garbage collector took.
 
 python -m bench.pipeline_cpu --worker-module bench.gc_probe --env GC_PROBE_FILE=/tmp/gc.json
 
@@ -29,9 +29,9 @@ class CollectorClock:
 
     def __call__(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
-            self._began = time.perf_counter()
+            self._began = time.thread_time()
         else:
-            self.seconds += time.perf_counter() - self._began
+            self.seconds += time.thread_time() - self._began
             self.collections[info["generation"]] += 1
 
     def write_forever(self, path: Path) -> None:

@@ -43,6 +43,7 @@ from bench.pipeline_bench import (
     bench_settings,
     credits_match,
     drained,
+    peak_rss_mb,
     storefront_stream,
     wait_until,
 )
@@ -205,6 +206,7 @@ def measure(
         except TimeoutError:
             matched = False
         load = os.getloadavg()[0]
+        peak_rss = peak_rss_mb(worker)
         stored = {
             dict(labels)["table"]: value
             for (name, labels), value in worker.metrics().items()
@@ -236,6 +238,7 @@ def measure(
         },
         "rows_stored_per_event_total": round(sum(stored.values()) / events, 3),
         "credits_equal_replay": matched,
+        "worker_peak_rss_mb": peak_rss,
         "load_average_1m": load,
         "worker_gc_seconds_per_1k_events": (
             None

@@ -51,7 +51,7 @@ def _worker(settings: Settings) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     topology = create_topology(settings)
     register_agents(topology)
-    collect_garbage_less_often()
+    freeze_startup_heap()
     sys.argv = [
         "attribution",
         "worker",
@@ -66,24 +66,14 @@ def _worker(settings: Settings) -> int:
     return 0
 
 
-# Objects allocated, less freed, before a young collection (CPython's default is 700). A worker
-# allocates container objects by the million (decoded states, commands, rows), so at 700 a
-# full collection came every few thousand events and walked the whole heap each time: about a
-# quarter of the worker's CPU per event in the session 11 measurements (docs/benchmarks.md).
-YOUNG_COLLECTION_ALLOCATIONS = 10_000
-COLLECTIONS_BEFORE_OLDER = 20
-
-
-def collect_garbage_less_often() -> None:
-    """Collect rarely and never walk the startup heap again: what is alive before the worker
-    runs (modules, Faust's app, the topology, the catalog) stays for the process's life, so it
-    is moved out of the collector's generations; reference counting frees everything else as
-    before, and cycles are still collected, only later."""
+def freeze_startup_heap() -> None:
+    """Never walk the startup heap again: what is alive before the worker runs (modules,
+    Faust's app, the topology, the catalog) stays for the process's life, yet every full
+    collection walked it, some 400,000 objects, every few thousand events (session 11 in
+    docs/benchmarks.md). It is collected once and moved out of the collector's generations;
+    everything allocated later is collected as before."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(
-        YOUNG_COLLECTION_ALLOCATIONS, COLLECTIONS_BEFORE_OLDER, COLLECTIONS_BEFORE_OLDER
-    )
 
 
 def read_events(path: Path, errors: list[str]) -> Iterator[Event]:
