@@ -36,19 +36,17 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from attribution.replay import LocalPipeline
-from attribution.rules import Rules
 from bench.pipeline_bench import (
     Stream,
     bench_settings,
     credits_match,
     drained,
     peak_rss_mb,
+    replay,
     storefront_stream,
     wait_until,
 )
 from schemas.catalog import read_catalog_dir
-from schemas.events import InvalidEvent, decode_event
 from simulation.storefront import Storefront
 from sinks.catalog_store import publish_catalog
 from streams.producer import produce_events
@@ -132,13 +130,7 @@ def stream_of_lines(path: Path, seed: int, directory: Path) -> Stream:
     checkout's catalog of the same seed and this checkout's replay of it."""
     lines = path.read_bytes().splitlines()
     storefront = Storefront(datetime(2026, 6, 1, tzinfo=UTC), seed=seed, influencers_count=60)
-    pipeline = LocalPipeline(storefront.static_catalog(), Rules())
-    for line in lines:
-        try:
-            pipeline.feed(decode_event(line))
-        except InvalidEvent:
-            continue
-    linear = [row for row in pipeline.final_credits() if row.model == "linear"]
+    linear = [row for row in replay(storefront, lines).final_credits() if row.model == "linear"]
     catalog_dir = storefront.write_catalog(directory / f"catalog-{seed}")
     return Stream(
         lines, catalog_dir, len(linear), sum((row.revenue_credit for row in linear), Decimal(0))
