@@ -10,6 +10,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -200,8 +201,33 @@ def _reject_constant(name: str) -> Any:
 
 
 def parse_json(raw: bytes | str) -> Any:
-    """JSON with every non-integer number kept as an exact Decimal."""
+    """JSON with every non-integer number kept as an exact Decimal.
+
+    orjson parses it (several times faster) when that gives the same document: it refuses what
+    it cannot read exactly (a lone surrogate, an integer over 64 bits, NaN), and a document with a
+    float, which must become an exact Decimal, goes to the standard parser like those.
+
+    >>> parse_json(b'{"amount": 19.99, "items": [1, 2]}')
+    {'amount': Decimal('19.99'), 'items': [1, 2]}
+    """
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        document = None
+    else:
+        if not _holds_float(document):
+            return document
     return json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant)
+
+
+def _holds_float(value: Any) -> bool:
+    if isinstance(value, float):
+        return True
+    if isinstance(value, dict):
+        return any(_holds_float(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_holds_float(item) for item in value)
+    return False
 
 
 def decode_event(raw: bytes | str) -> Event:

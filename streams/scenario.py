@@ -23,7 +23,6 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-import orjson
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
@@ -45,13 +44,7 @@ from attribution.scenario import (
 )
 from attribution.traffic import EMPTY_USER_AGENT, KNOWN_CRAWLER
 from schemas.catalog import CatalogError, CatalogFiles, read_catalog_dir
-from schemas.events import (
-    MAX_EVENT_BYTES,
-    Event,
-    InvalidEvent,
-    decode_event,
-    validate_event,
-)
+from schemas.events import InvalidEvent, decode_event, parse_json
 from sinks.catalog_store import exchange_rates, to_static_catalog
 from streams.settings import Settings
 
@@ -107,15 +100,10 @@ def read_history_file(path: Path) -> History:
                 continue
             origin = f"{path}:{number}"
             try:
-                payload = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                # What orjson refuses the standard library may read (a lone surrogate, a big
-                # integer); if not, its message is the one reported.
-                try:
-                    payload = json.loads(line)
-                except ValueError as error:
-                    history.invalid.append(f"{origin}: not valid JSON: {error}")
-                    continue
+                payload = parse_json(line)
+            except (ValueError, RecursionError) as error:
+                history.invalid.append(f"{origin}: not valid JSON: {error}")
+                continue
             if not isinstance(payload, dict):
                 history.invalid.append(f"{origin}: an event must be a JSON object")
                 continue
@@ -315,34 +303,6 @@ class PartTask:
     models: frozenset[Model]
 
 
-def _holds_float(value: Any) -> bool:
-    if isinstance(value, float):
-        return True
-    if isinstance(value, dict):
-        return any(_holds_float(item) for item in value.values())
-    if isinstance(value, list):
-        return any(_holds_float(item) for item in value)
-    return False
-
-
-def decode_line(line: bytes) -> Event:
-    """`decode_event`, parsed by orjson (several times faster) when that gives the same
-    payload: orjson refuses what it cannot read exactly, and a float, which `parse_json` keeps
-    as an exact Decimal, goes to the standard parser.
-
-    >>> decode_line(b'{"type":"refund","event_id":"r1","occurred_at":"2026-01-01T00:00:00Z",'
-    ...             b'"order_id":"o1","currency":"USD","amount":19.99}').amount
-    Decimal('19.99')
-    """
-    try:
-        payload = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return decode_event(line)
-    if len(line) > MAX_EVENT_BYTES or _holds_float(payload):
-        return decode_event(line)
-    return validate_event(payload)
-
-
 def attribute_task(task: PartTask) -> tuple[PartOutcome, list[str]]:
     """A part decoded and attributed; its invalid events as (origin: error) lines."""
     catalog = to_static_catalog(task.catalog, task.reporting_currency)
@@ -350,7 +310,7 @@ def attribute_task(task: PartTask) -> tuple[PartOutcome, list[str]]:
     events = []
     for origin, line in task.lines:
         try:
-            events.append(decode_line(line))
+            events.append(decode_event(line))
         except InvalidEvent as error:
             invalid.append(f"{origin}: invalid event: {error}")
     outcome = attribute_part(
