@@ -19,6 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from streams.cli import query_worker
 from streams.settings import Settings
 
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -88,9 +90,10 @@ class WorkerProcess:
         rows: list[list[object]] = list(result["rows"])  # type: ignore[call-overload]
         return rows
 
-    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        """The worker's Prometheus samples: (name, sorted labels) -> value."""
-        url = f"http://{self.settings.web_host}:{self.settings.web_port}/metrics"
+    def metrics(self, port: int | None = None) -> Samples:
+        """The worker's Prometheus samples: (name, sorted labels) -> value; of a supervised
+        service's sink, or of the process answering on `port`."""
+        url = f"http://{self.settings.web_host}:{port or self.settings.web_port}/metrics"
         with urllib.request.urlopen(url, timeout=5) as response:
             text = response.read().decode()
         return {
@@ -98,6 +101,12 @@ class WorkerProcess:
             for family in text_string_to_metric_families(text)
             for sample in family.samples
         }
+
+    def metrics_of_every_process(self) -> list[Samples]:
+        """The samples of each process of the service: the sink's (or the single worker's)
+        first, then stage process i's, which answers on the web port + i."""
+        extra = self.processes if self.processes > 1 else 0
+        return [self.metrics(self.settings.web_port + i) for i in range(extra + 1)]
 
     def metric(self, name: str, **labels: str) -> float:
         """One sample's value; 0 when the worker has not reported it yet."""
