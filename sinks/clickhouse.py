@@ -26,6 +26,7 @@ from urllib.parse import unquote, urlsplit
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ProgrammingError
 
 
 def catalog_view(name: str, create: str) -> str:
@@ -308,6 +309,9 @@ class ClickHouseWriter:
         # One call at a time: the embedded engine's session is shared by every thread.
         self._lock = threading.RLock()
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
+        # Each table's column types by column name, so that an insert does not ask the engine
+        # for them (`DESCRIBE TABLE`) every time, as clickhouse-connect does when not told.
+        self._column_types: dict[str, dict[str, str]] = {}
 
     async def call(self, function: Callable[..., Result], *args: Any, **kwargs: Any) -> Result:
         """`function(*args, **kwargs)` on the writer's thread, awaited on the event loop."""
@@ -352,13 +356,43 @@ class ClickHouseWriter:
         """Insert rows of native values (no wire conversion) into `table`, if there are any."""
         if data:
             with self._lock:
-                self._client.insert(table, data, column_names=names)
+                self._insert(table, data, names)
 
     def _insert_tables(self, by_table: dict[str, list[dict[str, Any]]]) -> int:
         for table, table_rows in by_table.items():
             names, data = to_columns(table_rows)
-            self._client.insert(table, data, column_names=names)
+            self._insert(table, data, names)
         return sum(len(table_rows) for table_rows in by_table.values())
+
+    def _insert(self, table: str, data: Sequence[Sequence[Any]], names: Sequence[str]) -> None:
+        """One insert, with the column types cached for `table`.
+
+        Migrations only add columns, and rows name a new column only once the code that writes
+        it runs, after its migration: a column the cache does not know makes it read the table
+        again. A type changed under a running writer (a table dropped and created again by
+        another process) would make the insert fail, or go through the engine's conversion of
+        the stated type to the table's: a failed insert reads the table again and is retried
+        once if the types of its columns changed, which a repeated insert cannot harm (every
+        table replaces rows by their key)."""
+        types = self._types(table, names, refresh=False)
+        try:
+            self._client.insert(table, data, column_names=names, column_type_names=types)
+        except Exception:
+            fresh = self._types(table, names, refresh=True)
+            if fresh == types:
+                raise
+            self._client.insert(table, data, column_names=names, column_type_names=fresh)
+
+    def _types(self, table: str, names: Sequence[str], *, refresh: bool) -> list[str]:
+        known = self._column_types.get(table)
+        if refresh or known is None or not known.keys() >= set(names):
+            described = self._client.query(f"DESCRIBE TABLE {table}")
+            known = {str(row[0]): str(row[1]) for row in described.result_rows}
+            self._column_types[table] = known
+        missing = [name for name in names if name not in known]
+        if missing:
+            raise ProgrammingError(f"no column {', '.join(missing)} in table {table}")
+        return [known[name] for name in names]
 
     def erase_customer(self, customer_id: str, pseudonym: str, visitor_ids: Sequence[str]) -> None:
         """The customer's rows name the pseudonym instead; their visitors' ids, device hashes
@@ -403,9 +437,7 @@ class ClickHouseWriter:
                 self._client.command(
                     statement, parameters=parameters, settings={"mutations_sync": 2}
                 )
-            self._client.insert(
-                "erasures", [[pseudonym, len(visitor_ids)]], column_names=["pseudonym", "visitors"]
-            )
+            self._insert("erasures", [[pseudonym, len(visitor_ids)]], ["pseudonym", "visitors"])
 
     def query(
         self, sql: str, *, readonly: bool = True, parameters: dict[str, Any] | None = None
