@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime
 from decimal import Decimal
+from functools import partial
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -283,17 +285,17 @@ def connect(dsn: str) -> Client:
 
 
 def to_columns(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
-    """Wire rows of one table as ClickHouse column names and row values."""
+    """Wire rows of one table as ClickHouse column names and their columns of values.
+
+    Built a column at a time, as clickhouse-connect serialises them: rows of values would be
+    transposed again before the insert."""
     names = [name for name in rows[0] if name != "table"]
-    converters = [_CONVERTERS.get(name) for name in names]
-    data = [
-        [
-            convert(row[name]) if convert is not None else row[name]
-            for name, convert in zip(names, converters, strict=True)
-        ]
-        for row in rows
-    ]
-    return names, data
+    columns = []
+    for name in names:
+        values = map(itemgetter(name), rows)
+        convert = _CONVERTERS.get(name)
+        columns.append(list(values if convert is None else map(convert, values)))
+    return names, columns
 
 
 Result = TypeVar("Result")
@@ -356,15 +358,22 @@ class ClickHouseWriter:
         """Insert rows of native values (no wire conversion) into `table`, if there are any."""
         if data:
             with self._lock:
-                self._insert(table, data, names)
+                self._insert(table, data, names, column_oriented=False)
 
     def _insert_tables(self, by_table: dict[str, list[dict[str, Any]]]) -> int:
         for table, table_rows in by_table.items():
-            names, data = to_columns(table_rows)
-            self._insert(table, data, names)
+            names, columns = to_columns(table_rows)
+            self._insert(table, columns, names, column_oriented=True)
         return sum(len(table_rows) for table_rows in by_table.values())
 
-    def _insert(self, table: str, data: Sequence[Sequence[Any]], names: Sequence[str]) -> None:
+    def _insert(
+        self,
+        table: str,
+        data: Sequence[Sequence[Any]],
+        names: Sequence[str],
+        *,
+        column_oriented: bool,
+    ) -> None:
         """One insert, with the column types cached for `table`.
 
         Migrations only add columns, and rows name a new column only once the code that writes
@@ -374,14 +383,17 @@ class ClickHouseWriter:
         the stated type to the table's: a failed insert reads the table again and is retried
         once if the types of its columns changed, which a repeated insert cannot harm (every
         table replaces rows by their key)."""
+        insert = partial(
+            self._client.insert, table, data, column_names=names, column_oriented=column_oriented
+        )
         types = self._types(table, names, refresh=False)
         try:
-            self._client.insert(table, data, column_names=names, column_type_names=types)
+            insert(column_type_names=types)
         except Exception:
             fresh = self._types(table, names, refresh=True)
             if fresh == types:
                 raise
-            self._client.insert(table, data, column_names=names, column_type_names=fresh)
+            insert(column_type_names=fresh)
 
     def _types(self, table: str, names: Sequence[str], *, refresh: bool) -> list[str]:
         known = self._column_types.get(table)
@@ -437,7 +449,12 @@ class ClickHouseWriter:
                 self._client.command(
                     statement, parameters=parameters, settings={"mutations_sync": 2}
                 )
-            self._insert("erasures", [[pseudonym, len(visitor_ids)]], ["pseudonym", "visitors"])
+            self._insert(
+                "erasures",
+                [[pseudonym, len(visitor_ids)]],
+                ["pseudonym", "visitors"],
+                column_oriented=False,
+            )
 
     def query(
         self, sql: str, *, readonly: bool = True, parameters: dict[str, Any] | None = None
