@@ -382,11 +382,12 @@ class ClickHouseWriter:
 
         Migrations only add columns, and rows name a new column only once the code that writes
         it runs, after its migration: a column the cache does not know makes it read the table
-        again. A type changed under a running writer (a table dropped and created again by
-        another process) would make the insert fail, or go through the engine's conversion of
-        the stated type to the table's: a failed insert reads the table again and is retried
-        once if the types of its columns changed, which a repeated insert cannot harm (every
-        table replaces rows by their key)."""
+        again. A type changed under a running writer (another process altering or re-creating
+        the table) is sent as cached and converted by the engine where it can be; where the
+        insert fails instead, the table is read again and the insert retried once if the types
+        of its columns changed, which a repeated insert cannot harm (every table replaces rows
+        by their key). No migration changes a column's type: one that did, say a wider decimal
+        scale, would need the writers restarted, as the cached type would cut the new digits."""
         insert = partial(
             self._client.insert, table, data, column_names=names, column_oriented=column_oriented
         )
