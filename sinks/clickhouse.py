@@ -20,12 +20,15 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime
 from decimal import Decimal
+from functools import partial
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ProgrammingError
 
 
 def catalog_view(name: str, create: str) -> str:
@@ -282,17 +285,21 @@ def connect(dsn: str) -> Client:
 
 
 def to_columns(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
-    """Wire rows of one table as ClickHouse column names and row values."""
+    """Wire rows of one table as ClickHouse column names and their columns of values.
+
+    Built a column at a time, as clickhouse-connect serialises them: rows of values would be
+    transposed again before the insert. Each distinct wire value of a column is converted once:
+    most repeat within a batch (an order's time and amounts on every credit row of it)."""
     names = [name for name in rows[0] if name != "table"]
-    converters = [_CONVERTERS.get(name) for name in names]
-    data = [
-        [
-            convert(row[name]) if convert is not None else row[name]
-            for name, convert in zip(names, converters, strict=True)
-        ]
-        for row in rows
-    ]
-    return names, data
+    columns = []
+    for name in names:
+        values = list(map(itemgetter(name), rows))
+        convert = _CONVERTERS.get(name)
+        if convert is not None:
+            converted = {value: convert(value) for value in set(values)}
+            values = list(map(converted.__getitem__, values))
+        columns.append(values)
+    return names, columns
 
 
 Result = TypeVar("Result")
@@ -308,6 +315,9 @@ class ClickHouseWriter:
         # One call at a time: the embedded engine's session is shared by every thread.
         self._lock = threading.RLock()
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
+        # Each table's column types by column name, so that an insert does not ask the engine
+        # for them (`DESCRIBE TABLE`) every time, as clickhouse-connect does when not told.
+        self._column_types: dict[str, dict[str, str]] = {}
 
     async def call(self, function: Callable[..., Result], *args: Any, **kwargs: Any) -> Result:
         """`function(*args, **kwargs)` on the writer's thread, awaited on the event loop."""
@@ -352,13 +362,54 @@ class ClickHouseWriter:
         """Insert rows of native values (no wire conversion) into `table`, if there are any."""
         if data:
             with self._lock:
-                self._client.insert(table, data, column_names=names)
+                self._insert(table, data, names, column_oriented=False)
 
     def _insert_tables(self, by_table: dict[str, list[dict[str, Any]]]) -> int:
         for table, table_rows in by_table.items():
-            names, data = to_columns(table_rows)
-            self._client.insert(table, data, column_names=names)
+            names, columns = to_columns(table_rows)
+            self._insert(table, columns, names, column_oriented=True)
         return sum(len(table_rows) for table_rows in by_table.values())
+
+    def _insert(
+        self,
+        table: str,
+        data: Sequence[Sequence[Any]],
+        names: Sequence[str],
+        *,
+        column_oriented: bool,
+    ) -> None:
+        """One insert, with the column types cached for `table`.
+
+        Migrations only add columns, and rows name a new column only once the code that writes
+        it runs, after its migration: a column the cache does not know makes it read the table
+        again. A type changed under a running writer (another process altering or re-creating
+        the table) is sent as cached and converted by the engine where it can be; where the
+        insert fails instead, the table is read again and the insert retried once if the types
+        of its columns changed, which a repeated insert cannot harm (every table replaces rows
+        by their key). No migration changes a column's type: one that did, say a wider decimal
+        scale, would need the writers restarted, as the cached type would cut the new digits."""
+        insert = partial(
+            self._client.insert, table, data, column_names=names, column_oriented=column_oriented
+        )
+        types = self._types(table, names, refresh=False)
+        try:
+            insert(column_type_names=types)
+        except Exception:
+            fresh = self._types(table, names, refresh=True)
+            if fresh == types:
+                raise
+            insert(column_type_names=fresh)
+
+    def _types(self, table: str, names: Sequence[str], *, refresh: bool) -> list[str]:
+        known = self._column_types.get(table)
+        if refresh or known is None or not known.keys() >= set(names):
+            described = self._client.query(f"DESCRIBE TABLE {table}")
+            known = {str(row[0]): str(row[1]) for row in described.result_rows}
+            self._column_types[table] = known
+        missing = [name for name in names if name not in known]
+        if missing:
+            raise ProgrammingError(f"no column {', '.join(missing)} in table {table}")
+        return [known[name] for name in names]
 
     def erase_customer(self, customer_id: str, pseudonym: str, visitor_ids: Sequence[str]) -> None:
         """The customer's rows name the pseudonym instead; their visitors' ids, device hashes
@@ -403,8 +454,11 @@ class ClickHouseWriter:
                 self._client.command(
                     statement, parameters=parameters, settings={"mutations_sync": 2}
                 )
-            self._client.insert(
-                "erasures", [[pseudonym, len(visitor_ids)]], column_names=["pseudonym", "visitors"]
+            self._insert(
+                "erasures",
+                [[pseudonym, len(visitor_ids)]],
+                ["pseudonym", "visitors"],
+                column_oriented=False,
             )
 
     def query(
