@@ -253,6 +253,28 @@ def test_states_changed_while_a_flush_awaits_go_with_the_next_flush() -> None:
     assert harness.kafka.journey_commands() == 1  # the link found the click held in memory
 
 
+def test_the_table_holds_the_state_as_the_changelog_has_it() -> None:
+    """A state changed while its flush waits for Kafka is stored as it was written, not as it
+    is now: the table never runs ahead of what a restore from the changelog would give."""
+    harness = Harness()
+    processor = harness.processor
+    submit(processor, "a", click("k1", at(0), "v1", "anna"))
+    harness.kafka.gate = asyncio.Event()
+
+    async def scenario() -> None:
+        assert harness.kafka.gate is not None
+        flushing = asyncio.create_task(processor.flush())
+        await asyncio.sleep(0)
+        submit(processor, "b", click("k2", at(1), "v1", "bob"))
+        harness.kafka.gate.set()
+        assert await flushing
+        assert harness.store.data[b"v1"] == harness.kafka.changelog()[-1][1]
+        assert await processor.flush()
+
+    asyncio.run(scenario())
+    assert harness.store.data[b"v1"] == harness.kafka.changelog()[-1][1]
+
+
 def test_a_new_generation_writes_its_own_marker_and_restore_ignores_the_old_one_after_it() -> None:
     """The zombie case: generation 7 lost the partition to generation 9 but still wrote."""
     old = Harness(generation=7)
