@@ -6,10 +6,7 @@ revoked; the next assignment gets a new one. It never writes for a partition out
 assignment, nor after it was closed:
 
 - `submit` folds an event's commands into the states of their keys, held in memory with the
-  outputs they led to (an `Outbox`), and keeps the event to acknowledge it later. A key's
-  state is decoded from the table on its first use after a flush, unless it is among the
-  states used last, which stay decoded for as long as the table holds the bytes they came
-  from (`DecodedStates`);
+  outputs they led to (an `Outbox`), and keeps the event to acknowledge it later;
 - `flush` writes the changed states to the table's changelog and sends the outputs, awaits
   Kafka's acknowledgement of all of it, and only then puts the states in the table (the very
   bytes the changelog has, so the table never runs ahead of what a restore would give) and
@@ -29,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -134,43 +130,6 @@ class Expiry:
         self.by_key = {key: entry for key, entry in self.by_key.items() if entry[1] in partitions}
 
 
-class DecodedStates(Generic[State]):
-    """The decoded states of the keys used last (at most `limit`), each with the table's value
-    it was decoded from or saved as.
-
-    A state is served only while the table still holds that very value (`is`, not `==`):
-    whatever rewrites the table's value (a restore from the changelog, a revocation forgetting
-    the key, an expiry) makes the state be decoded again. The stages' `apply` changes a state
-    in place, so a state taken from here and changed stays ahead of its value until its flush
-    saves it; held only by the processor of one assignment, it goes with that processor.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._entries: OrderedDict[bytes, tuple[bytes, State]] = OrderedDict()
-
-    def get(self, key: bytes, stored: bytes) -> State | None:
-        entry = self._entries.get(key)
-        if entry is None or entry[0] is not stored:
-            return None
-        self._entries.move_to_end(key)
-        return entry[1]
-
-    def put(self, key: bytes, stored: bytes, state: State) -> None:
-        if self._limit <= 0:
-            return
-        self._entries[key] = (stored, state)
-        self._entries.move_to_end(key)
-        if len(self._entries) > self._limit:
-            self._entries.popitem(last=False)
-
-    def drop(self, key: bytes) -> None:
-        self._entries.pop(key, None)
-
-    def clear(self) -> None:
-        self._entries.clear()
-
-
 class StageProcessor(Generic[State]):
     """One stage over one assignment (see the module doc)."""
 
@@ -190,7 +149,6 @@ class StageProcessor(Generic[State]):
         metrics: Metrics,
         expiry: Expiry | None = None,
         max_units: int = 1000,
-        max_decoded: int = 10_000,
     ) -> None:
         self.stage = stage
         self.generation = generation
@@ -209,7 +167,6 @@ class StageProcessor(Generic[State]):
         self._unsaved: dict[bytes, tuple[State | None, int]] = {}
         # What the flush under way is writing; read through until Kafka has it.
         self._saving: dict[bytes, tuple[State | None, int]] = {}
-        self._decoded: DecodedStates[State] = DecodedStates(max_decoded)
         self._events: list[Any] = []
         self._units = 0
         self._origin: float | None = None
@@ -254,21 +211,13 @@ class StageProcessor(Generic[State]):
         if held is not None:
             return held[0]
         stored = self._store.state_of(key)
-        if stored is None:
-            return None
-        state = self._decoded.get(key, stored)
-        if state is None:
-            state = self.stage.from_wire(decode(stored))
-            self._decoded.put(key, stored, state)
-        return state
+        return None if stored is None else self.stage.from_wire(decode(stored))
 
     def _handle(self, key: bytes, wire: Wire, partition: int) -> None:
         state = self._state(key)
         try:
             state, outputs = self.stage.apply(state, command_from_wire(wire), self._rules)
         except Exception as error:  # a bug must not stop the pipeline: dead-letter it
-            # apply may have changed the decoded state before it failed
-            self._decoded.drop(key)
             event_ids = ",".join(wire_event_ids(wire))
             log.exception(
                 "stage %s failed on key %r (events %s)",
@@ -396,11 +345,9 @@ class StageProcessor(Generic[State]):
         for key, (state, partition) in saving.items():
             if state is None:
                 self._store.drop_state(key)
-                self._decoded.drop(key)
                 self._expiry.by_key.pop(key, None)
             else:
                 self._store.save_state(key, values[key], partition)
-                self._decoded.put(key, values[key], state)
                 self._record_expiry(key, partition, state)
 
     def _note_fenced(self) -> None:
@@ -422,7 +369,6 @@ class StageProcessor(Generic[State]):
         self._closed = True
         discarded = (len(self._unsaved), len(self._events))
         self._unsaved, self._events, self._units = {}, [], 0
-        self._decoded.clear()  # changed in place by what was just discarded
         self._outbox.clear()
         try:
             await asyncio.wait_for(self._lock.acquire(), wait_seconds)

@@ -198,7 +198,6 @@ class StageRunner:
             metrics=self.topology.metrics,
             expiry=self.expiry,
             max_units=settings.stage_batch_events,
-            max_decoded=settings.stage_decoded_states,
         )
 
     async def revoked(self, wait_seconds: float) -> None:

@@ -70,9 +70,6 @@ class Settings(BaseModel):
     # stage_batch_seconds; what a batch led to is sent by its flush (agents/emit.py::Outbox).
     stage_batch_events: int = 1000
     stage_batch_seconds: float = 0.05
-    # Per stage, how many of the states used last are kept decoded between flushes, so a key
-    # used again is not decoded from the table again (agents/processor.py); 0 keeps none.
-    stage_decoded_states: int = Field(default=10_000, ge=0)
     catalog_refresh_seconds: float = 2.0
     # How often orders still waiting for their day's exchange rate are checked again.
     fx_retry_seconds: float = 60.0

@@ -13,10 +13,10 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from agents.emit import Batch, Outbox, Routes, SendFailed, key_partition
-from agents.processor import DecodedStates, MemoryStates, Stage, StageProcessor
+from agents.processor import MemoryStates, Stage, StageProcessor
 from agents.stages import JOURNEYS, LEDGERS, TRAFFIC, VISITORS
 from attribution.identity import Visitor, apply_to_visitor
-from attribution.messages import VisitorLink, Wire, command_to_wire
+from attribution.messages import VisitorLink, command_to_wire
 from attribution.replay import LocalPipeline
 from attribution.routing import route_event
 from attribution.rules import Rules
@@ -418,35 +418,3 @@ def test_a_state_comes_back_from_the_table_as_it_was_saved() -> None:
         assert states, stage.name
         for state in states.values():
             assert stage.from_wire(decode(encode(stage.to_wire(state)))) == state, stage.name
-
-
-def test_a_state_used_again_after_its_flush_is_not_decoded_again() -> None:
-    decoded: list[Wire] = []
-
-    def counting_from_wire(wire: Wire) -> Visitor:
-        decoded.append(wire)
-        visitor: Visitor = VISITORS.from_wire(wire)
-        return visitor
-
-    harness = Harness(stage=dataclasses.replace(VISITORS, from_wire=counting_from_wire))
-    processor = harness.processor
-    submit(processor, "a", click("k1", at(0), "v1", "anna"))
-    assert asyncio.run(processor.flush())
-    submit(processor, "b", click("k2", at(1), "v1", "bob"))
-    assert asyncio.run(processor.flush())
-    assert decoded == []
-    assert set(harness.stored(b"v1").waiting) == {"k1", "k2"}
-
-
-def test_decoded_states_keep_the_keys_used_last_and_only_for_the_value_they_came_from() -> None:
-    states: DecodedStates[str] = DecodedStates(limit=2)
-    value_a, value_b, value_c = b"value a", b"value b", b"value c"
-    states.put(b"a", value_a, "A")
-    states.put(b"b", value_b, "B")
-    assert states.get(b"a", value_a) == "A"  # now used after b
-    states.put(b"c", value_c, "C")
-    assert states.get(b"b", value_b) is None
-    assert states.get(b"a", value_a) == "A"
-    assert states.get(b"c", value_c) == "C"
-    rewritten = bytes(bytearray(value_a))  # the same content, written again by a restore
-    assert states.get(b"a", rewritten) is None
