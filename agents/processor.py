@@ -8,7 +8,8 @@ assignment, nor after it was closed:
 - `submit` folds an event's commands into the states of their keys, held in memory with the
   outputs they led to (an `Outbox`), and keeps the event to acknowledge it later;
 - `flush` writes the changed states to the table's changelog and sends the outputs, awaits
-  Kafka's acknowledgement of all of it, and only then puts the states in the table and
+  Kafka's acknowledgement of all of it, and only then puts the states in the table (the very
+  bytes the changelog has, so the table never runs ahead of what a restore would give) and
   acknowledges the events. If Kafka refuses anything, nothing is acknowledged and everything
   is kept for the next flush; if the group coordinator has not confirmed lately that this
   worker still holds the generation (`Fence`), nothing is written at all;
@@ -286,7 +287,7 @@ class StageProcessor(Generic[State]):
             saving, self._unsaved = self._unsaved, {}
             self._saving = saving
             headers = generation_headers(self.generation)
-            changelog = self._changelog_batches(saving, headers)
+            changelog, values = self._changelog_batches(saving, headers)
             outputs = self._outbox.take(headers)
             try:
                 await self._writer.write(changelog + outputs)
@@ -304,7 +305,7 @@ class StageProcessor(Generic[State]):
             finally:
                 self._saving = {}
             self._marked.update(batch.partition for batch in changelog)
-            self._saved(saving)
+            self._saved(saving, values)
             if self._closed:  # revoked while Kafka confirmed: those acks would be stale
                 return False
             for event in events:
@@ -313,33 +314,40 @@ class StageProcessor(Generic[State]):
 
     def _changelog_batches(
         self, saving: dict[bytes, tuple[State | None, int]], headers: list[tuple[str, bytes]]
-    ) -> list[Batch]:
+    ) -> tuple[list[Batch], dict[bytes, bytes]]:
+        """The changelog's batches, and the value written for each state (the table stores
+        those same bytes once Kafka has them, rather than encoding the state again)."""
         by_partition: dict[int, list[Record]] = {}
+        values: dict[bytes, bytes] = {}
         for key, (state, partition) in saving.items():
+            value: bytes | None
             if state is None:
                 if self._store.state_of(key) is None:
                     continue  # never saved: nothing to delete
                 value = None
             else:
-                value = encode(self.stage.to_wire(state))
+                value = values[key] = encode(self.stage.to_wire(state))
             records = by_partition.get(partition)
             if records is None:
                 records = by_partition[partition] = []
                 if partition not in self._marked:
                     records.append((marker_key(self.generation), str(self.generation).encode()))
             records.append((key, value))
-        return [
+        batches = [
             Batch(self._changelog_topic, partition, records, None, headers)
             for partition, records in by_partition.items()
         ]
+        return batches, values
 
-    def _saved(self, saving: dict[bytes, tuple[State | None, int]]) -> None:
+    def _saved(
+        self, saving: dict[bytes, tuple[State | None, int]], values: dict[bytes, bytes]
+    ) -> None:
         for key, (state, partition) in saving.items():
             if state is None:
                 self._store.drop_state(key)
                 self._expiry.by_key.pop(key, None)
             else:
-                self._store.save_state(key, encode(self.stage.to_wire(state)), partition)
+                self._store.save_state(key, values[key], partition)
                 self._record_expiry(key, partition, state)
 
     def _note_fenced(self) -> None:

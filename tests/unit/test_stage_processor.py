@@ -5,17 +5,24 @@ or acknowledge for a partition it no longer owns)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from agents.emit import Batch, Outbox, Routes, SendFailed, key_partition
-from agents.processor import MemoryStates, StageProcessor
-from agents.stages import VISITORS
-from attribution.messages import command_to_wire
+from agents.processor import MemoryStates, Stage, StageProcessor
+from agents.stages import JOURNEYS, LEDGERS, TRAFFIC, VISITORS
+from attribution.identity import Visitor, apply_to_visitor
+from attribution.messages import VisitorLink, command_to_wire
+from attribution.replay import LocalPipeline
 from attribution.routing import route_event
+from attribution.rules import Rules
+from schemas.events import validate_event
+from simulation.storefront import Storefront
+from streams.codecs import decode, encode
 from streams.fencing import ChangelogFence, is_marker, record_generation
 from streams.metrics import Metrics
 from streams.settings import Settings
@@ -73,7 +80,13 @@ class Lease:
 
 
 class Harness:
-    def __init__(self, generation: int = 7, partitions: tuple[int, ...] = (0, 1, 2, 3)) -> None:
+    def __init__(
+        self,
+        generation: int = 7,
+        partitions: tuple[int, ...] = (0, 1, 2, 3),
+        stage: Stage[Any] = VISITORS,
+    ) -> None:
+        self.stage = stage
         self.kafka = FakeKafka()
         self.lease = Lease()
         self.store = MemoryStates()
@@ -86,7 +99,7 @@ class Harness:
             self.acked.append(event)
 
         return StageProcessor(
-            VISITORS,
+            self.stage,
             rules=Settings().rules,
             generation=generation,
             partitions=partitions,
@@ -102,6 +115,10 @@ class Harness:
 
     def metric(self, name: str, **labels: str) -> float:
         return self.metrics.registry.get_sample_value(name, labels) or 0.0
+
+    def stored(self, key: bytes) -> Visitor:
+        visitor: Visitor = VISITORS.from_wire(decode(self.store.data[key]))
+        return visitor
 
 
 def visitor_items(*events: Any) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -253,6 +270,28 @@ def test_states_changed_while_a_flush_awaits_go_with_the_next_flush() -> None:
     assert harness.kafka.journey_commands() == 1  # the link found the click held in memory
 
 
+def test_the_table_holds_the_state_as_the_changelog_has_it() -> None:
+    """A state changed while its flush waits for Kafka is stored as it was written, not as it
+    is now: the table never runs ahead of what a restore from the changelog would give."""
+    harness = Harness()
+    processor = harness.processor
+    submit(processor, "a", click("k1", at(0), "v1", "anna"))
+    harness.kafka.gate = asyncio.Event()
+
+    async def scenario() -> None:
+        assert harness.kafka.gate is not None
+        flushing = asyncio.create_task(processor.flush())
+        await asyncio.sleep(0)
+        submit(processor, "b", click("k2", at(1), "v1", "bob"))
+        harness.kafka.gate.set()
+        assert await flushing
+        assert harness.store.data[b"v1"] == harness.kafka.changelog()[-1][1]
+        assert await processor.flush()
+
+    asyncio.run(scenario())
+    assert harness.store.data[b"v1"] == harness.kafka.changelog()[-1][1]
+
+
 def test_a_new_generation_writes_its_own_marker_and_restore_ignores_the_old_one_after_it() -> None:
     """The zombie case: generation 7 lost the partition to generation 9 but still wrote."""
     old = Harness(generation=7)
@@ -286,3 +325,96 @@ def test_expired_keys_are_deleted_with_a_tombstone_at_the_next_flush() -> None:
     assert asyncio.run(processor.flush())
     assert harness.kafka.changelog()[-1][:2] == (b"v1", None)
     assert set(harness.store.data) == {b"v2"}
+
+
+def test_a_state_the_table_was_given_meanwhile_is_the_one_used() -> None:
+    """A restore from the changelog rewrites the table under a processor: between flushes the
+    table is the truth, whatever a processor still holds of the state it saved."""
+    harness = Harness()
+    processor = harness.processor
+    submit(processor, "a", click("k1", at(0), "v1", "anna"))
+    assert asyncio.run(processor.flush())
+    elsewhere = Harness()
+    submit(elsewhere.processor, "x", click("k9", at(0), "v1", "anna"))
+    assert asyncio.run(elsewhere.processor.flush())
+    harness.store.save_state(b"v1", elsewhere.store.data[b"v1"], 0)
+
+    submit(processor, "b", click("k2", at(1), "v1", "bob"))
+    assert asyncio.run(processor.flush())
+    assert set(harness.stored(b"v1").waiting) == {"k9", "k2"}
+
+
+def test_the_next_assignment_never_sees_a_state_the_revoked_one_changed_but_did_not_save() -> None:
+    harness = Harness()
+    processor = harness.processor
+    partition = submit(processor, "a", click("k1", at(0), "v1", "anna"))
+    assert asyncio.run(processor.flush())
+    submit(processor, "b", click("k2", at(1), "v1", "bob"))  # changes the state in memory
+    harness.kafka.failing = True
+    assert not asyncio.run(processor.flush())
+    asyncio.run(processor.close(wait_seconds=1))
+    harness.kafka.failing = False
+
+    reassigned = harness.build(generation=8, partitions=(partition,))
+    submit(reassigned, "c", click("k3", at(2), "v1", "carl"))
+    assert asyncio.run(reassigned.flush())
+    assert set(harness.stored(b"v1").waiting) == {"k1", "k3"}  # k2 comes again from Kafka
+
+
+def test_a_key_deleted_by_expiry_starts_afresh() -> None:
+    harness = Harness()
+    processor = harness.processor
+    submit(processor, "e", click("k1", at(0), "v1", "anna"))
+    submit(processor, "f", click("k2", at(400), "v2", "anna"))
+    assert asyncio.run(processor.flush())
+    assert processor.expire(T0 + timedelta(days=500)) == 1
+    assert asyncio.run(processor.flush())
+
+    submit(processor, "g", click("k3", at(401), "v1", "anna"))
+    assert asyncio.run(processor.flush())
+    assert set(harness.stored(b"v1").waiting) == {"k3"}
+
+
+def test_a_command_that_fails_halfway_leaves_the_state_as_it_was_saved() -> None:
+    """Dead-lettered after changing the state it read from the table: the next command sees the
+    table's state, not the half-done change."""
+
+    def failing_on_a_link(
+        visitor: Visitor | None, command: Any, rules: Rules
+    ) -> tuple[Visitor | None, list[Any]]:
+        visitor, outputs = apply_to_visitor(visitor, command, rules)
+        if isinstance(command, VisitorLink) and command.customer_id == "broken":
+            raise ValueError("injected: failed after changing the state")
+        return visitor, outputs
+
+    harness = Harness(stage=dataclasses.replace(VISITORS, apply=failing_on_a_link))
+    processor = harness.processor
+    submit(processor, "a", click("k1", at(0), "v1", "anna"))
+    assert asyncio.run(processor.flush())
+    broken = event("identify", "i1", at(1), visitor_id="v1", customer_id="broken")
+    submit(
+        processor, "b", broken, event("identify", "i2", at(2), visitor_id="v1", customer_id="c1")
+    )
+    assert asyncio.run(processor.flush())
+
+    assert harness.metric("attribution_identity_conflicts_total") == 0
+    assert harness.stored(b"v1").customer_id == "c1"
+
+
+def test_a_state_comes_back_from_the_table_as_it_was_saved() -> None:
+    """Nothing a stage's state holds is lost on its way through the table and its changelog, so
+    a restored key, or one decoded again after a flush, goes on as if it had stayed in memory."""
+    storefront = Storefront(datetime(2026, 6, 1, tzinfo=UTC), seed=3, influencers_count=10)
+    pipeline = LocalPipeline(storefront.static_catalog(), Rules(), pii_key=b"salt")
+    for raw in storefront.events(200):
+        pipeline.feed(validate_event(raw))
+    tables: list[tuple[Stage[Any], dict[str, Any]]] = [
+        (TRAFFIC, pipeline.traffic),
+        (VISITORS, pipeline.visitors),
+        (LEDGERS, pipeline.ledgers),
+        (JOURNEYS, pipeline.journeys),
+    ]
+    for stage, states in tables:
+        assert states, stage.name
+        for state in states.values():
+            assert stage.from_wire(decode(encode(stage.to_wire(state)))) == state, stage.name
