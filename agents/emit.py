@@ -39,6 +39,7 @@ from streams.codecs import encode
 from streams.metrics import Metrics, field_label, type_label
 
 if TYPE_CHECKING:
+    from attribution.routing import Routed
     from streams.app import Topology
 
 log = logging.getLogger(__name__)
@@ -168,6 +169,19 @@ class Routes:
     pii_key: bytes = b""
 
     @classmethod
+    def unprefixed(cls, partitions: int) -> Routes:
+        """Topics named as the stages know them, without an app's prefix (no Kafka behind)."""
+        return cls(
+            partitions=partitions,
+            rows="rows",
+            traffic_commands="traffic-commands",
+            visitor_commands="visitor-commands",
+            order_commands="order-commands",
+            journey_commands="journey-commands",
+            dead_letters="dead-letters",
+        )
+
+    @classmethod
     def of(cls, topology: Topology) -> Routes:
         return cls(
             partitions=topology.settings.partitions,
@@ -258,6 +272,15 @@ class Outbox:
 
     def order_command(self, command: OrderCommand) -> None:
         self._command(self._routes.order_commands, order_key(command), command)
+
+    def routed_commands(self, routed: Routed) -> None:
+        """The commands an event was routed to, for the traffic, visitor and order stages."""
+        for traffic_command in routed.to_traffic:
+            self.traffic_command(traffic_command)
+        for visitor_command in routed.to_visitors:
+            self.visitor_command(visitor_command)
+        for order_command in routed.to_orders:
+            self.order_command(order_command)
 
     def journey_command(self, command: JourneyCommand) -> None:
         self._command(self._routes.journey_commands, customer_key(command), command)

@@ -37,12 +37,7 @@ def _route(topology: Topology, parsed: Event, outbox: Outbox, lateness: Lateness
     if lateness.observe(parsed.occurred_at, datetime.now(UTC)):
         topology.metrics.late_events.labels(parsed.type).inc()
     routed = route_event(parsed, topology.catalog.catalog, topology.settings.pii_key)
-    for traffic_command in routed.to_traffic:
-        outbox.traffic_command(traffic_command)
-    for visitor_command in routed.to_visitors:
-        outbox.visitor_command(visitor_command)
-    for order_command in routed.to_orders:
-        outbox.order_command(order_command)
+    outbox.routed_commands(routed)
     for row in routed.rows:
         if isinstance(row, ClickClassificationRow):
             topology.metrics.count_classification(row.status, row.reasons)

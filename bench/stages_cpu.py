@@ -42,15 +42,7 @@ from streams.metrics import Metrics
 from streams.settings import Settings
 
 PARTITIONS = 4
-ROUTES = Routes(
-    partitions=PARTITIONS,
-    rows="rows",
-    traffic_commands="traffic-commands",
-    visitor_commands="visitor-commands",
-    order_commands="order-commands",
-    journey_commands="journey-commands",
-    dead_letters="dead-letters",
-)
+ROUTES = Routes.unprefixed(PARTITIONS)
 STAGES: dict[str, Stage[Any]] = {
     ROUTES.traffic_commands: TRAFFIC,
     ROUTES.visitor_commands: VISITORS,
@@ -130,12 +122,7 @@ async def drain(
                 if isinstance(event, RefusedEvent):
                     continue
                 routed = route_event(event, catalog)
-                for traffic_command in routed.to_traffic:
-                    ingest.traffic_command(traffic_command)
-                for visitor_command in routed.to_visitors:
-                    ingest.visitor_command(visitor_command)
-                for order_command in routed.to_orders:
-                    ingest.order_command(order_command)
+                ingest.routed_commands(routed)
         loopback.batches.extend(ingest.take())
         while loopback.batches:
             batches, loopback.batches = loopback.batches, []

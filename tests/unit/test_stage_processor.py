@@ -30,15 +30,7 @@ from tests.unit.helpers import CATALOG, T0, at, click, event
 
 PARTITIONS = 4
 CHANGELOG = "visitors-changelog"
-ROUTES = Routes(
-    partitions=PARTITIONS,
-    rows="rows",
-    traffic_commands="traffic-commands",
-    visitor_commands="visitor-commands",
-    order_commands="order-commands",
-    journey_commands="journey-commands",
-    dead_letters="dead-letters",
-)
+ROUTES = Routes.unprefixed(PARTITIONS)
 
 
 class FakeKafka:
