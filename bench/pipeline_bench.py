@@ -61,7 +61,7 @@ from streams.codecs import encode
 from streams.producer import produce_events
 from streams.settings import Settings
 from streams.topics import ensure_topics
-from streams.worker_process import WorkerProcess, free_port
+from streams.worker_process import Samples, WorkerProcess, free_port
 
 ROOT = Path(__file__).parents[1]
 EVENTS_PER_SHOPPER = 2.8
@@ -156,22 +156,21 @@ async def consume_ceiling(settings: Settings, count: int) -> float:
         await consumer.stop()
 
 
+def summed(samples: list[Samples], name: str, **labels: str) -> float:
+    """A metric summed over processes, and over the values of the labels not given."""
+    return sum(
+        value
+        for sample in samples
+        for (sample_name, sample_labels), value in sample.items()
+        if sample_name == name and labels.items() <= dict(sample_labels).items()
+    )
+
+
 def drained(workers: list[WorkerProcess], events: int) -> bool:
     """Every event consumed and every input topic (events, commands, rows) committed."""
     samples = [sample for worker in workers for sample in worker.metrics_of_every_process()]
-    consumed = sum(
-        value
-        for sample in samples
-        for (name, _), value in sample.items()
-        if name == "attribution_events_consumed_total"
-    )
-    lag = sum(
-        value
-        for sample in samples
-        for (name, _), value in sample.items()
-        if name == "attribution_consumer_lag"
-    )
-    return consumed >= events and lag == 0
+    consumed = summed(samples, "attribution_events_consumed_total")
+    return consumed >= events and summed(samples, "attribution_consumer_lag") == 0
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> float:
@@ -185,14 +184,7 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> floa
 
 def late_events(worker: WorkerProcess) -> int:
     """Events later than the allowed lateness, counted at ingest by every process."""
-    return round(
-        sum(
-            value
-            for samples in worker.metrics_of_every_process()
-            for (name, _), value in samples.items()
-            if name == "attribution_late_events_total"
-        )
-    )
+    return round(summed(worker.metrics_of_every_process(), "attribution_late_events_total"))
 
 
 def credits_match(sink: WorkerProcess, stream: Stream) -> bool:
@@ -226,12 +218,7 @@ def histogram(worker: WorkerProcess, name: str) -> dict[float, float]:
 
 
 def table_keys(worker: WorkerProcess, table: str) -> int:
-    return round(
-        sum(
-            samples.get(("attribution_table_keys", (("table", table),)), 0.0)
-            for samples in worker.metrics_of_every_process()
-        )
-    )
+    return round(summed(worker.metrics_of_every_process(), "attribution_table_keys", table=table))
 
 
 def quantile(q: float, before: dict[float, float], after: dict[float, float]) -> float:

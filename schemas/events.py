@@ -213,7 +213,7 @@ def parse_json(raw: bytes | str) -> Any:
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        document = None
+        pass
     else:
         if not _holds_float(document):
             return document

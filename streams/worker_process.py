@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streams.cli import query_worker
 from streams.settings import Settings
+from streams.supervisor import process_settings
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -104,9 +105,11 @@ class WorkerProcess:
 
     def metrics_of_every_process(self) -> list[Samples]:
         """The samples of each process of the service: the sink's (or the single worker's)
-        first, then stage process i's, which answers on the web port + i."""
-        extra = self.processes if self.processes > 1 else 0
-        return [self.metrics(self.settings.web_port + i) for i in range(extra + 1)]
+        first, then each stage process's, on the ports the supervisor gives them."""
+        if self.processes == 1:
+            return [self.metrics()]
+        layout = process_settings(self.settings, self.processes)
+        return [self.metrics(each.web_port) for each in layout]
 
     def metric(self, name: str, **labels: str) -> float:
         """One sample's value; 0 when the worker has not reported it yet."""
