@@ -7,9 +7,9 @@ assignment, nor after it was closed:
 
 - `submit` folds an event's commands into the states of their keys, held in memory with the
   outputs they led to (an `Outbox`), and keeps the event to acknowledge it later;
-- `flush` writes the changed states to the table's changelog and sends the outputs, awaits
-  Kafka's acknowledgement of all of it, and only then puts the states in the table (the very
-  bytes the changelog has, so the table never runs ahead of what a restore would give) and
+- `flush` sends the outputs and awaits Kafka's acknowledgement, then writes the changed states
+  to the table's changelog and awaits that, and only then puts the states in the table (the
+  very bytes the changelog has, so the table never runs ahead of what a restore would give) and
   acknowledges the events. If Kafka refuses anything, nothing is acknowledged and everything
   is kept for the next flush; if the group coordinator has not confirmed lately that this
   worker still holds the generation (`Fence`), nothing is written at all;
@@ -290,7 +290,11 @@ class StageProcessor(Generic[State]):
             changelog, values = self._changelog_batches(saving, headers)
             outputs = self._outbox.take(headers)
             try:
-                await self._writer.write(changelog + outputs)
+                # Outputs first: a state is saved only once what it led to is in Kafka, so a
+                # command redelivered after a crash finds either its effect and its outputs, or
+                # neither (and makes both again). No stage has to resend to repair a lost output.
+                await self._writer.write(outputs)
+                await self._writer.write(changelog)
             except SendFailed:
                 log.exception(
                     "%s: flush of %d events failed, nothing acknowledged; will retry",

@@ -286,8 +286,14 @@ def credit_rows(
     return rows
 
 
-def _fingerprint(rows: list[CreditRow]) -> str:
+def _fingerprint(order: OrderRecord, rows: list[CreditRow]) -> str:
+    """What the order's emitted rows say, version aside: equal fingerprints, equal rows."""
+    facts, fx = order.facts, order.facts.fx
     digest = hashlib.blake2b(digest_size=16)
+    digest.update(
+        f"{facts.customer_id}|{facts.occurred_at.isoformat()}|{facts.currency}|{facts.total}|"
+        f"{order.refunded}|{fx and fx.published_on}\n".encode()
+    )
     for row in rows:
         digest.update(
             f"{row.model}|{row.touchpoint_event_id}|{row.position}|{row.touchpoints}|"
@@ -353,21 +359,20 @@ def _flat_keys(pairs: Iterable[tuple[str, str]]) -> tuple[str, ...]:
     return tuple(text for pair in sorted(pairs) for text in pair)
 
 
-def restate(journey: Journey, order: OrderRecord, rules: Rules, *, force: bool) -> list[EmittedRow]:
-    """Recompute an order; emit a new version only if its credit changed.
+def restate(journey: Journey, order: OrderRecord, rules: Rules) -> list[EmittedRow]:
+    """Recompute an order; emit a new version only if its rows changed.
 
-    With `force`, an unchanged order is emitted again at its current version: that is
-    how a redelivered command repairs output lost in a crash, without double counting.
+    An unchanged order emits nothing, a redelivered command included: a stage sends its outputs
+    before it saves its state (agents/processor.py), so a state that holds a command's effect
+    was saved after that effect's rows reached Kafka.
     """
     if journey.defers_credit:
         order.credit_pending = True
         return []
     candidate = credit_rows(journey, order, rules, order.version + 1)
-    fingerprint = _fingerprint(candidate) + str(order.refunded)
+    fingerprint = _fingerprint(order, candidate)
     if fingerprint == order.fingerprint:
-        if not force:
-            return []
-        return _with_retractions(order, [replace(row, version=order.version) for row in candidate])
+        return []
     order.version += 1
     order.fingerprint = fingerprint
     emitted = _with_retractions(order, candidate)
@@ -458,12 +463,13 @@ def _add_touchpoints(
         changed = True
     if newest is not None:
         _advance_clock(journey, newest, rules)
+    if not changed:
+        return []
     times = [tp.occurred_at for tp in command.touchpoints]
     rows: list[EmittedRow] = []
     for order in journey.orders.values():
-        touched = any(_covers(order, moment, rules) for moment in times)
-        if touched or (changed and command.linked_at is not None):
-            rows.extend(restate(journey, order, rules, force=not changed))
+        if command.linked_at is not None or any(_covers(order, at, rules) for at in times):
+            rows.extend(restate(journey, order, rules))
     return rows
 
 
@@ -491,7 +497,7 @@ def _update_order(journey: Journey, command: OrderUpdated, rules: Rules) -> list
     order.facts = facts
     order.refunds = command.refunds
     order.codes += _unseen(command.codes, order.codes)
-    rows = restate(journey, order, rules, force=True)
+    rows = restate(journey, order, rules)
     _advance_clock(journey, facts.occurred_at, rules)
     return rows
 

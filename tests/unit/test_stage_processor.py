@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -16,7 +17,15 @@ from agents.emit import Batch, Outbox, Routes, SendFailed, key_partition
 from agents.processor import MemoryStates, Stage, StageProcessor
 from agents.stages import JOURNEYS, LEDGERS, TRAFFIC, VISITORS
 from attribution.identity import Visitor, apply_to_visitor
-from attribution.messages import VisitorLink, command_to_wire
+from attribution.messages import (
+    JourneyCommand,
+    OrderFacts,
+    OrderUpdated,
+    Touchpoint,
+    TouchpointsArrived,
+    VisitorLink,
+    command_to_wire,
+)
 from attribution.replay import LocalPipeline
 from attribution.routing import route_event
 from attribution.rules import Rules
@@ -26,7 +35,7 @@ from streams.codecs import decode, encode
 from streams.fencing import ChangelogFence, is_marker, record_generation
 from streams.metrics import Metrics
 from streams.settings import Settings
-from tests.unit.helpers import CATALOG, T0, at, click, event
+from tests.unit.helpers import CATALOG, T0, at, click, event, instant
 
 PARTITIONS = 4
 CHANGELOG = "visitors-changelog"
@@ -39,12 +48,13 @@ class FakeKafka:
     def __init__(self) -> None:
         self.written: list[Batch] = []
         self.failing = False
+        self.refused_topic: str | None = None
         self.gate: asyncio.Event | None = None
 
     async def write(self, batches: Any) -> None:
         if self.gate is not None:
             await self.gate.wait()
-        if self.failing:
+        if self.failing or any(batch.topic == self.refused_topic for batch in batches):
             raise SendFailed("injected: the broker refused the batch")
         self.written.extend(batches)
 
@@ -61,6 +71,16 @@ class FakeKafka:
 
     def journey_commands(self) -> int:
         return sum(len(b.records) for b in self.written if b.topic == "journey-commands")
+
+    def credit_rows(self) -> list[dict[str, Any]]:
+        return [
+            row
+            for batch in self.written
+            if batch.topic == "rows"
+            for _, value in batch.records
+            for row in decode(value or b"[]")
+            if row["table"] == "credits"
+        ]
 
 
 class Lease:
@@ -173,6 +193,70 @@ def test_a_failed_send_acknowledges_nothing_and_the_retry_sends_it_all() -> None
     assert harness.acked == ["e-0", "e-1", "e-2"]
     assert harness.kafka.changelog_keys() == [b"v1"]
     assert harness.kafka.journey_commands() == 1
+
+
+def test_a_state_is_saved_only_once_its_outputs_are_in_kafka() -> None:
+    harness = Harness()
+    processor = harness.processor
+    submit(processor, "e", *clicks_then_identify("v1", "c1"))
+    harness.kafka.refused_topic = "journey-commands"
+    assert not asyncio.run(processor.flush())
+    assert harness.kafka.changelog_keys() == []  # not while its outputs were refused
+
+    harness.kafka.refused_topic = CHANGELOG
+    assert not asyncio.run(processor.flush())
+    assert harness.kafka.journey_commands() == 1
+    assert harness.acked == [] and harness.store.data == {}
+
+    harness.kafka.refused_topic = None
+    assert asyncio.run(processor.flush())
+    assert harness.kafka.changelog_keys() == [b"v1"]
+    assert harness.acked == ["e-0", "e-1", "e-2"]
+
+
+def journey_items() -> list[dict[str, Any]]:
+    """An order of customer c1 and, later in the stream, a click of theirs before it."""
+    facts = OrderFacts("o1-e", "o1", "c1", instant(2), "USD", Decimal("50.00"))
+    touchpoint = Touchpoint("c1-click", instant(1), "anna", "spring", "instagram", "micro")
+    commands: list[JourneyCommand] = [
+        OrderUpdated(facts, (), ()),
+        TouchpointsArrived("c1", "v1", instant(1), (touchpoint,)),
+    ]
+    return [{"key": "c1", "command": command_to_wire(command)} for command in commands]
+
+
+def test_a_journey_redelivered_after_a_crash_sends_its_rows_once_more_and_never_again() -> None:
+    """The crash falls between the rows reaching Kafka and the state reaching its changelog:
+    the redelivered commands make the same rows again. Redelivered once the state was saved,
+    they change nothing and send nothing (no stage resends its rows to repair a loss)."""
+    harness = Harness(stage=JOURNEYS)
+    partition = key_partition(b"c1", PARTITIONS)
+
+    def deliver(processor: StageProcessor[Any], name: str) -> None:
+        for n, item in enumerate(journey_items()):
+            assert processor.submit(f"{name}-{n}", partition, [item])
+
+    deliver(harness.processor, "first")
+    harness.kafka.refused_topic = CHANGELOG
+    assert not asyncio.run(harness.processor.flush())
+    sent_before_the_crash = harness.kafka.credit_rows()
+    # the order unattributed, then credited to the click (the unattributed rows retracted)
+    assert [
+        row["touchpoint_event_id"] for row in sent_before_the_crash if row["model"] == "linear"
+    ] == ["", "c1-click", ""]
+
+    asyncio.run(harness.processor.close(1.0))  # the crash: unsaved states are gone
+    harness.kafka.refused_topic = None
+    restarted = harness.build(8, (0, 1, 2, 3))
+    deliver(restarted, "again")
+    assert asyncio.run(restarted.flush())
+    resent = harness.kafka.credit_rows()[len(sent_before_the_crash) :]
+    assert resent == sent_before_the_crash
+
+    deliver(restarted, "third")
+    assert asyncio.run(restarted.flush())
+    assert len(harness.kafka.credit_rows()) == 2 * len(sent_before_the_crash)
+    assert harness.acked == ["again-0", "again-1", "third-0", "third-1"]
 
 
 def test_a_fenced_processor_writes_nothing_until_the_group_confirms_it() -> None:
