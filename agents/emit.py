@@ -34,8 +34,8 @@ from attribution.messages import (
     traffic_key,
 )
 from attribution.privacy import scrub_personal_data, scrub_personal_text
-from attribution.rows import Rejection, Row
-from streams.codecs import encode
+from attribution.rows import Rejection, Row, row_blocks
+from streams.codecs import encode, encode_row_blocks
 from streams.metrics import Metrics, field_label, type_label
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ def origin_timestamp() -> float | None:
 
 
 def encode_array(items: list[Wire]) -> bytes:
-    """A record's JSON array of rows or `{"key", "command"}` items."""
+    """A record's JSON array of `{"key", "command"}` items."""
     return encode(cast(Any, items))
 
 
@@ -211,9 +211,10 @@ def kafka_writer(topology: Topology) -> KafkaWriter:
 class Outbox:
     """What an agent produced since its last flush, sent by that flush as few records.
 
-    Rows go to `rows` as JSON arrays. Commands go to their stage's topic grouped by the
-    partition their key hashes to, each record an array of `{"key", "command"}` sent to that
-    partition, so a stage still finds every key of a partition in that partition. A record
+    Rows go to `rows` as blocks of rows per table (`streams.codecs.encode_row_blocks`).
+    Commands go to their stage's topic grouped by the partition their key hashes to, each
+    record an array of `{"key", "command"}` sent to that partition, so a stage still finds
+    every key of a partition in that partition. A record
     holds up to `ITEMS_PER_RECORD` items: each record costs Faust the same whatever its size,
     and per-record work is where a worker's time goes. A record carries the timestamp of the
     oldest event behind it, so latency measured from it errs on the long side.
@@ -233,7 +234,7 @@ class Outbox:
             self._writer = writer or kafka_writer(topology)
         # When the event being handled reached Kafka; a processor sets its own.
         self.origin: Callable[[], float | None] = origin_timestamp
-        self._rows: list[Wire] = []
+        self._rows: list[Row] = []
         self._commands: dict[tuple[str, int], list[Wire]] = {}
         self._dead_letters: list[bytes] = []
         self._oldest_origin: float | None = None
@@ -255,7 +256,7 @@ class Outbox:
 
     def rows(self, rows: list[Row]) -> None:
         if rows:
-            self._rows.extend(row.to_wire() for row in rows)
+            self._rows.extend(rows)
             self._note_origin()
 
     def _command(self, topic: str, key: str, command: Any) -> None:
@@ -299,7 +300,7 @@ class Outbox:
         batches = list(unsent)
         if rows:
             records: list[Record] = [
-                (None, encode_array(rows[start : start + self.ITEMS_PER_RECORD]))
+                (None, encode_row_blocks(row_blocks(rows[start : start + self.ITEMS_PER_RECORD])))
                 for start in range(0, len(rows), self.ITEMS_PER_RECORD)
             ]
             batches.append(

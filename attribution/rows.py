@@ -2,15 +2,38 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, ClassVar
+from operator import attrgetter
+from typing import Any, ClassVar, NamedTuple
+
+# Per row class: its column names, and a getter of its values in that order (built once).
+_LAYOUTS: dict[type, tuple[tuple[str, ...], attrgetter[Any]]] = {}
+
+
+def _layout(row_class: type) -> tuple[tuple[str, ...], attrgetter[Any]]:
+    layout = _LAYOUTS.get(row_class)
+    if layout is None:
+        names = tuple(column.name for column in fields(row_class))
+        layout = _LAYOUTS[row_class] = (names, attrgetter(*names))
+    return layout
 
 
 @dataclass(frozen=True, slots=True)
 class _Row:
     table: ClassVar[str]
+
+    @classmethod
+    def columns(cls) -> tuple[str, ...]:
+        """The row's column names, in the order `values` gives them."""
+        return _layout(cls)[0]
+
+    def values(self) -> tuple[Any, ...]:
+        """The row's values, native (decimals, times), in the order of `columns`."""
+        values: tuple[Any, ...] = _layout(type(self))[1](self)
+        return values
 
     def to_wire(self) -> dict[str, Any]:
         record: dict[str, Any] = {"table": self.table}
@@ -248,3 +271,46 @@ Row = (
     | ContentMetricsRow
     | CustomerErased
 )
+
+
+class RowBlock(NamedTuple):
+    """Rows of one table as the `rows` topic carries them and the sink inserts them: the column
+    names once, then each row's values in that order."""
+
+    table: str
+    columns: tuple[str, ...]
+    rows: list[Sequence[Any]]
+
+
+ERASURES = CustomerErased.table
+
+
+def row_blocks(rows: Iterable[Row]) -> list[RowBlock]:
+    """`rows` as one block per table, in the order the tables first appear; an erasure applies
+    between the rows before it and those after it, so it splits the blocks there."""
+    blocks: list[RowBlock] = []
+    open_blocks: dict[type[_Row], RowBlock] = {}
+    for row in rows:
+        row_class = type(row)
+        block = open_blocks.get(row_class)
+        if block is None:
+            block = RowBlock(row_class.table, row_class.columns(), [])
+            blocks.append(block)
+            open_blocks[row_class] = block
+        block.rows.append(row.values())
+        if row_class is CustomerErased:
+            open_blocks = {}
+    return blocks
+
+
+def wire_row_blocks(rows: Iterable[Mapping[str, Any]]) -> list[RowBlock]:
+    """Rows as dicts (`to_wire`, the `rows` topic's records before session 13) as blocks, a
+    block per row."""
+    return [
+        RowBlock(
+            row["table"],
+            tuple(name for name in row if name != "table"),
+            [tuple(value for name, value in row.items() if name != "table")],
+        )
+        for row in rows
+    ]

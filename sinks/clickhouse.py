@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime
 from decimal import Decimal
 from functools import partial
-from operator import itemgetter
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -29,6 +27,8 @@ from urllib.parse import unquote, urlsplit
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ProgrammingError
+
+from attribution.rows import ERASURES, RowBlock, wire_row_blocks
 
 
 def catalog_view(name: str, create: str) -> str:
@@ -284,22 +284,21 @@ def connect(dsn: str) -> Client:
     return clickhouse_connect.get_client(**server_arguments(dsn))
 
 
-def to_columns(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
-    """Wire rows of one table as ClickHouse column names and their columns of values.
+def to_columns(names: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
+    """Rows of wire values (in the order of `names`) as the columns ClickHouse stores.
 
-    Built a column at a time, as clickhouse-connect serialises them: rows of values would be
-    transposed again before the insert. Each distinct wire value of a column is converted once:
-    most repeat within a batch (an order's time and amounts on every credit row of it)."""
-    names = [name for name in rows[0] if name != "table"]
+    Built a column at a time, as clickhouse-connect serialises them. Each distinct wire value of
+    a column is converted once: most repeat within a batch (an order's time and amounts on every
+    credit row of it)."""
     columns = []
-    for name in names:
-        values = list(map(itemgetter(name), rows))
+    for name, values in zip(names, zip(*rows, strict=True), strict=True):
         convert = _CONVERTERS.get(name)
         if convert is not None:
             converted = {value: convert(value) for value in set(values)}
-            values = list(map(converted.__getitem__, values))
-        columns.append(values)
-    return names, columns
+            columns.append(list(map(converted.__getitem__, values)))
+        else:
+            columns.append(list(values))
+    return columns
 
 
 Result = TypeVar("Result")
@@ -336,24 +335,36 @@ class ClickHouseWriter:
     async def insert(self, rows: Sequence[dict[str, Any]]) -> int:
         return await self.call(self.insert_now, rows)
 
+    async def insert_blocks(self, blocks: Sequence[RowBlock]) -> int:
+        return await self.call(self.insert_blocks_now, blocks)
+
     async def read(
         self, sql: str, *, parameters: dict[str, Any] | None = None
     ) -> tuple[list[str], list[list[Any]]]:
         return await self.call(self.query, sql, parameters=parameters)
 
     def insert_now(self, rows: Iterable[dict[str, Any]]) -> int:
-        """Insert wire rows, one insert per table. An erasure applies after the rows before it
-        are stored and before those after it; all of it can be repeated without harm."""
-        by_table: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        """Insert wire rows (dicts, as `to_wire` gives them), one insert per table."""
+        return self.insert_blocks_now(wire_row_blocks(rows))
+
+    def insert_blocks_now(self, blocks: Iterable[RowBlock]) -> int:
+        """Insert blocks of wire rows, one insert per table and columns. An erasure applies
+        after the rows before it are stored and before those after it; all of it can be
+        repeated without harm."""
+        by_table: dict[tuple[str, tuple[str, ...]], list[Sequence[Any]]] = {}
         stored = 0
         with self._lock:
-            for row in rows:
-                if row["table"] == "erasures":
+            for block in blocks:
+                if block.table == ERASURES:
                     stored += self._insert_tables(by_table)
                     by_table.clear()
-                    self.erase_customer(row["customer_id"], row["pseudonym"], row["visitor_ids"])
+                    for values in block.rows:
+                        erasure = dict(zip(block.columns, values, strict=True))
+                        self.erase_customer(
+                            erasure["customer_id"], erasure["pseudonym"], erasure["visitor_ids"]
+                        )
                 else:
-                    by_table[row["table"]].append(row)
+                    by_table.setdefault((block.table, block.columns), []).extend(block.rows)
             return stored + self._insert_tables(by_table)
 
     def insert_columns(
@@ -364,11 +375,12 @@ class ClickHouseWriter:
             with self._lock:
                 self._insert(table, data, names, column_oriented=False)
 
-    def _insert_tables(self, by_table: dict[str, list[dict[str, Any]]]) -> int:
-        for table, table_rows in by_table.items():
-            names, columns = to_columns(table_rows)
-            self._insert(table, columns, names, column_oriented=True)
-        return sum(len(table_rows) for table_rows in by_table.values())
+    def _insert_tables(
+        self, by_table: dict[tuple[str, tuple[str, ...]], list[Sequence[Any]]]
+    ) -> int:
+        for (table, names), rows in by_table.items():
+            self._insert(table, to_columns(names, rows), names, column_oriented=True)
+        return sum(len(rows) for rows in by_table.values())
 
     def _insert(
         self,

@@ -11,21 +11,21 @@ import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
+from attribution.rows import RowBlock
 from sinks.clickhouse import ClickHouseWriter
 from streams.cli import main
 
-working_insert = ClickHouseWriter.insert_now
+working_insert = ClickHouseWriter.insert_blocks_now
 
 
-def insert_unless_failing(self: ClickHouseWriter, rows: Iterable[dict[str, Any]]) -> int:
-    """Stands in for ClickHouseWriter.insert_now, hence `self`."""
+def insert_unless_failing(self: ClickHouseWriter, blocks: Iterable[RowBlock]) -> int:
+    """Stands in for ClickHouseWriter.insert_blocks_now, hence `self`."""
     if Path(os.environ["ATTRIBUTION_TEST_SINK_FAILS_WHILE"]).exists():
         raise ConnectionError("injected fault: ClickHouse refuses writes")
-    return working_insert(self, rows)
+    return working_insert(self, blocks)
 
 
 if __name__ == "__main__":
-    ClickHouseWriter.insert_now = insert_unless_failing  # type: ignore[method-assign]
+    ClickHouseWriter.insert_blocks_now = insert_unless_failing  # type: ignore[method-assign]
     sys.exit(main(sys.argv[1:]))

@@ -31,7 +31,7 @@ from attribution.routing import route_event
 from attribution.rules import Rules
 from schemas.events import validate_event
 from simulation.storefront import Storefront
-from streams.codecs import decode, encode
+from streams.codecs import decode, decode_row_record, encode
 from streams.fencing import ChangelogFence, is_marker, record_generation
 from streams.metrics import Metrics
 from streams.settings import Settings
@@ -74,12 +74,13 @@ class FakeKafka:
 
     def credit_rows(self) -> list[dict[str, Any]]:
         return [
-            row
+            dict(zip(block.columns, values, strict=True))
             for batch in self.written
             if batch.topic == "rows"
             for _, value in batch.records
-            for row in decode(value or b"[]")
-            if row["table"] == "credits"
+            for block in decode_row_record(value or b"[]")
+            if block.table == "credits"
+            for values in block.rows
         ]
 
 
