@@ -430,7 +430,7 @@ def journey_expires_at(journey: Journey, rules: Rules) -> datetime | None:
 def _add_touchpoints(
     journey: Journey, command: TouchpointsArrived, rules: Rules
 ) -> list[EmittedRow]:
-    changed = False
+    relinked = False
     if command.linked_at is not None:
         for stored in journey.clicks.values():
             if (
@@ -439,7 +439,8 @@ def _add_touchpoints(
                 and command.linked_at < stored.linked_at
             ):
                 stored.linked_at = command.linked_at
-                changed = True
+                relinked = True
+    changed = relinked
     newest = max(tp.occurred_at for tp in command.touchpoints) if command.touchpoints else None
     oldest_click = (
         journey.newest_event_at - rules.touchpoint_retention if journey.newest_event_at else None
@@ -465,10 +466,12 @@ def _add_touchpoints(
         _advance_clock(journey, newest, rules)
     if not changed:
         return []
+    # A click counts only for the orders whose lookback covers it; an earlier link of held
+    # clicks may change any order's.
     times = [tp.occurred_at for tp in command.touchpoints]
     rows: list[EmittedRow] = []
     for order in journey.orders.values():
-        if command.linked_at is not None or any(_covers(order, at, rules) for at in times):
+        if relinked or any(_covers(order, at, rules) for at in times):
             rows.extend(restate(journey, order, rules))
     return rows
 
