@@ -214,9 +214,9 @@ class Outbox:
     Rows go to `rows` as blocks of rows per table (`streams.codecs.encode_row_blocks`).
     Commands go to their stage's topic grouped by the partition their key hashes to, each
     record an array of `{"key", "command"}` sent to that partition, so a stage still finds
-    every key of a partition in that partition. A record
-    holds up to `ITEMS_PER_RECORD` items: each record costs Faust the same whatever its size,
-    and per-record work is where a worker's time goes. A record carries the timestamp of the
+    every key of a partition in that partition. A record holds up to `ITEMS_PER_RECORD` items:
+    each record costs Faust the same whatever its size, and per-record work is where a worker's
+    time goes. A record carries the timestamp of the
     oldest event behind it, so latency measured from it errs on the long side.
 
     `take` hands over what was added as batches and `put_back` returns batches Kafka did not

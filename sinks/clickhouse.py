@@ -28,7 +28,7 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ProgrammingError
 
-from attribution.rows import ERASURES, RowBlock, wire_row_blocks
+from attribution.rows import ERASURES, Row, RowBlock, row_blocks, wire_row_blocks
 
 
 def catalog_view(name: str, create: str) -> str:
@@ -221,16 +221,18 @@ SCHEMA: tuple[str, ...] = (
 )
 
 
-def _time(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value)
+# Wire values are text; rows inserted in the worker's own process (`insert_rows_now`) bring
+# their times, days and decimals native, and keep them.
+def _time(value: str | datetime | None) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
-def _decimal(value: str) -> Decimal:
+def _decimal(value: str | Decimal) -> Decimal:
     return Decimal(value)
 
 
-def _day(value: str | None) -> date | None:
-    return None if value is None else date.fromisoformat(value)
+def _day(value: str | date | None) -> date | None:
+    return date.fromisoformat(value) if isinstance(value, str) else value
 
 
 _CONVERTERS: dict[str, Callable[[Any], Any]] = {
@@ -346,6 +348,10 @@ class ClickHouseWriter:
     def insert_now(self, rows: Iterable[dict[str, Any]]) -> int:
         """Insert wire rows (dicts, as `to_wire` gives them), one insert per table."""
         return self.insert_blocks_now(wire_row_blocks(rows))
+
+    def insert_rows_now(self, rows: Iterable[Row]) -> int:
+        """Insert the core's rows as they are, one insert per table."""
+        return self.insert_blocks_now(row_blocks(rows))
 
     def insert_blocks_now(self, blocks: Iterable[RowBlock]) -> int:
         """Insert blocks of wire rows, one insert per table and columns. An erasure applies

@@ -334,7 +334,7 @@ class DataDrivenSink:
                     _utc(written_at), linear_written_at.get(row.order_id, EPOCH)
                 )
         paths: list[list[Any]] = []
-        derived: list[dict[str, Any]] = []
+        derived: list[CreditRow] = []
         for order_id in order_ids:
             order_rows = by_order.get(order_id, [])
             linear = [row for row in order_rows if row.model == Model.LINEAR]
@@ -352,10 +352,10 @@ class DataDrivenSink:
             if _split_unchanged(linear[0], stored, rows_now):
                 continue
             paths.append([*_path_values(converting_path(linear)), linear_written_at[order_id]])
-            derived += [row.to_wire() for row in rows_now]
+            derived += rows_now
         # The path first: should the worker stop in between, the order is credited again.
         self.writer.insert_columns("journey_paths", paths, list(CONVERTING_PATH_COLUMNS))
-        self.writer.insert_now(derived)
+        self.writer.insert_rows_now(derived)
         return len(paths)
 
     def _weights_for(

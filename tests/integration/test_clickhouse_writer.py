@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from clickhouse_connect.driver.client import Client
 
+from attribution.rows import CreditRow
 from sinks import migrations
 from sinks.clickhouse import ClickHouseWriter, connect
 from sinks.migrations import migrate
@@ -192,3 +193,32 @@ def test_wire_values_are_stored_exactly(client: Client) -> None:
             None,
         ),
     ]
+
+
+def test_rows_inserted_as_the_core_made_them_are_stored_as_their_wire_form_is(
+    client: Client,
+) -> None:
+    """The data-driven pass inserts its rows without a trip through text; a row stored that
+    way reads back as the same row sent through the `rows` topic does."""
+    migrate(client)
+    writer = ClickHouseWriter(client)
+    native = CreditRow(
+        "o-1", "markov", "k-1", "click", datetime(2026, 6, 1, 10, tzinfo=UTC), 1, 2, "anna",
+        "spring", "instagram", "micro", Decimal("0.333333333333333333"), Decimal("40.1667"),
+        "EUR", datetime(2026, 6, 1, 12, 30, 0, 123456, tzinfo=UTC), "c-1", 3, False,
+        "link_wins", "USD", Decimal("44.7858"), Decimal("1.115"), date(2026, 5, 31),
+        ("too_fast_to_order",),
+    )  # fmt: skip
+    writer.insert_rows_now([native])
+    writer.insert_now([{**native.to_wire(), "order_id": "o-2"}])
+
+    columns = (
+        "touchpoint_at, order_at, credit, revenue_credit, reporting_revenue_credit, fx_rate,"
+        " fx_rate_date, touchpoint_flags, is_deleted"
+    )
+    [from_rows, from_wire] = stored(
+        client, f"SELECT {columns} FROM credits FINAL ORDER BY order_id"
+    )
+    assert from_rows == from_wire
+    assert from_rows[2:4] == (Decimal("0.333333333333333333"), Decimal("40.1667"))
+    assert from_rows[1] == datetime(2026, 6, 1, 12, 30, 0, 123456)  # UTC, read back naive
