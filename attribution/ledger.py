@@ -132,7 +132,7 @@ def apply_to_ledger(
     ]
     ledger.rejected = ledger.rejected | refused.keys()
     # Refund decisions and the snapshot go out again on every command: both are idempotent
-    # downstream, and repeating them repairs output lost before a crash. A decision's version
+    # downstream (a journey restates an order only when its rows change). A decision's version
     # is how many refunds it was judged among, so a newer decision replaces an older one.
     judged_among = len(ledger.refunds)
     outputs.extend(

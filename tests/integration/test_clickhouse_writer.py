@@ -221,4 +221,5 @@ def test_rows_inserted_as_the_core_made_them_are_stored_as_their_wire_form_is(
     )
     assert from_rows == from_wire
     assert from_rows[2:4] == (Decimal("0.333333333333333333"), Decimal("40.1667"))
-    assert from_rows[1] == datetime(2026, 6, 1, 12, 30, 0, 123456)  # UTC, read back naive
+    # read back naive, in UTC
+    assert from_rows[1].replace(tzinfo=UTC) == datetime(2026, 6, 1, 12, 30, 0, 123456, tzinfo=UTC)
