@@ -324,24 +324,32 @@ def test_revoked_while_kafka_confirms_a_flush_it_acknowledges_nothing() -> None:
     assert harness.acked == []  # ...but its events are read again by the next owner
 
 
+def flush_submitting_meanwhile(harness: Harness, name: str, *events: Any) -> bool:
+    """Flush, and submit `events` (as `name`) while that flush waits for Kafka; whether the
+    flush acknowledged."""
+    gate = harness.kafka.gate = asyncio.Event()
+
+    async def scenario() -> bool:
+        flushing = asyncio.create_task(harness.processor.flush())
+        await asyncio.sleep(0)
+        submit(harness.processor, name, *events)
+        gate.set()
+        return await flushing
+
+    return asyncio.run(scenario())
+
+
 def test_states_changed_while_a_flush_awaits_go_with_the_next_flush() -> None:
     harness = Harness()
     processor = harness.processor
     submit(processor, "a", click("k1", at(0), "v1", "anna"))
-    harness.kafka.gate = asyncio.Event()
 
-    async def scenario() -> None:
-        assert harness.kafka.gate is not None
-        flushing = asyncio.create_task(processor.flush())
-        await asyncio.sleep(0)
-        # handled while the first flush waits: reads the state being saved, not the table's
-        submit(processor, "b", event("identify", "i1", at(1), visitor_id="v1", customer_id="c1"))
-        harness.kafka.gate.set()
-        assert await flushing
-        assert harness.acked == ["a-0"]
-        assert await processor.flush()
+    # handled while the first flush waits: reads the state being saved, not the table's
+    link = event("identify", "i1", at(1), visitor_id="v1", customer_id="c1")
+    assert flush_submitting_meanwhile(harness, "b", link)
+    assert harness.acked == ["a-0"]
+    assert asyncio.run(processor.flush())
 
-    asyncio.run(scenario())
     assert harness.acked == ["a-0", "b-0"]
     assert harness.kafka.changelog_keys() == [b"v1", b"v1"]
     assert harness.kafka.journey_commands() == 1  # the link found the click held in memory
@@ -353,19 +361,11 @@ def test_the_table_holds_the_state_as_the_changelog_has_it() -> None:
     harness = Harness()
     processor = harness.processor
     submit(processor, "a", click("k1", at(0), "v1", "anna"))
-    harness.kafka.gate = asyncio.Event()
 
-    async def scenario() -> None:
-        assert harness.kafka.gate is not None
-        flushing = asyncio.create_task(processor.flush())
-        await asyncio.sleep(0)
-        submit(processor, "b", click("k2", at(1), "v1", "bob"))
-        harness.kafka.gate.set()
-        assert await flushing
-        assert harness.store.data[b"v1"] == harness.kafka.changelog()[-1][1]
-        assert await processor.flush()
+    assert flush_submitting_meanwhile(harness, "b", click("k2", at(1), "v1", "bob"))
+    assert harness.store.data[b"v1"] == harness.kafka.changelog()[-1][1]
+    assert asyncio.run(processor.flush())
 
-    asyncio.run(scenario())
     assert harness.store.data[b"v1"] == harness.kafka.changelog()[-1][1]
 
 
