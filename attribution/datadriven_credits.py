@@ -18,7 +18,7 @@ from attribution.datadriven import Path, markov_weights, shapley_weights, split_
 from attribution.journey import FULL_CREDIT, NO_CREDIT, NOT_CONVERTED, ReportingSplit, _bare_row
 from attribution.messages import OrderFacts
 from attribution.models import Model
-from attribution.money import split_revenue
+from attribution.money import integer_weights, split_revenue
 from attribution.rows import CreditRow
 
 MARKOV = "markov"
@@ -160,7 +160,7 @@ def _model_rows(
             [row.influencer_id for row in linear_rows], weights.by_model.get(model, {})
         )
         revenues = split_revenue(net_revenue, credits, first.currency)
-        reporting_revenues = reporting.split(credits, revenues, first.currency)
+        reporting_revenues = reporting.split(integer_weights(credits), revenues, first.currency)
     return [
         _weighted(
             row,

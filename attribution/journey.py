@@ -30,11 +30,12 @@ from attribution.messages import (
     Wire,
     customer_key,
 )
-from attribution.models import ALL_MODELS, Model, model_credits
-from attribution.money import CREDIT_QUANTUM, split_revenue
+from attribution.models import ALL_MODELS, Model, model_credit_units
+from attribution.money import CREDIT_QUANTUM, credits_of_units, split_units, whole_units
 from attribution.rows import CreditRow, CustomerErased, OrderRow
 from attribution.rules import CodePolicy, Rules, same_day
 from attribution.traffic import TOO_FAST_TO_ORDER, earns, merged_flags
+from schemas.currencies import minor_unit_digits
 
 EmittedRow = CreditRow | OrderRow
 JourneyOutput = (
@@ -162,15 +163,17 @@ class ReportingSplit:
         return cls(fx.reporting_currency, fx.rate, fx.published_on, fx.convert(net_revenue))
 
     def split(
-        self, credits: Sequence[Decimal], revenues: list[Decimal], order_currency: str
+        self, credit_units: Sequence[int], revenues: list[Decimal], order_currency: str
     ) -> list[Decimal]:
-        """The reporting revenue credits, given the order's own (`revenues`): the same when
+        """The reporting revenue credits of credits given in whole 10^-18
+        (`attribution.money.credit_units`), given the order's own (`revenues`): the same when
         the order is in the reporting currency, as most orders are."""
         if not self.currency:
-            return [Decimal(0)] * len(credits)
+            return [Decimal(0)] * len(credit_units)
         if self.currency == order_currency:
             return revenues
-        return split_revenue(self.net_revenue, credits, self.currency)
+        digits = minor_unit_digits(self.currency)
+        return split_units(whole_units(self.net_revenue, digits), credit_units, digits)
 
 
 NOT_CONVERTED = ReportingSplit("", Decimal(0), None, Decimal(0))
@@ -230,6 +233,8 @@ def credit_rows(
     reporting = ReportingSplit.of(facts, net_revenue)
     touchpoints = eligible_touchpoints(journey, order, rules, policy)
     times = [min(tp.occurred_at, facts.occurred_at) for tp in touchpoints]
+    digits = minor_unit_digits(facts.currency)
+    revenue_units = whole_units(net_revenue, digits)
     rows: list[CreditRow] = []
     for model in models:
         if not touchpoints:
@@ -247,13 +252,21 @@ def credit_rows(
                 )
             )
             continue
-        credits = model_credits(model, times, facts.occurred_at, rules.half_life)
-        revenues = split_revenue(net_revenue, credits, facts.currency)
-        reporting_revenues = reporting.split(credits, revenues, facts.currency)
-        for position, (touchpoint, credit, revenue, reporting_revenue) in enumerate(
-            zip(touchpoints, credits, revenues, reporting_revenues, strict=True), start=1
+        units = model_credit_units(model, times, facts.occurred_at, rules.half_life)
+        revenues = split_units(revenue_units, units, digits)
+        reporting_revenues = reporting.split(units, revenues, facts.currency)
+        for position, (touchpoint, unit, credit, revenue, reporting_revenue) in enumerate(
+            zip(
+                touchpoints,
+                units,
+                credits_of_units(units),
+                revenues,
+                reporting_revenues,
+                strict=True,
+            ),
+            start=1,
         ):
-            if credit == 0:
+            if unit == 0:
                 continue
             rows.append(
                 CreditRow(

@@ -8,7 +8,7 @@ from decimal import Context, Decimal
 from enum import StrEnum
 from functools import lru_cache
 
-from attribution.money import split_credit, split_credit_units
+from attribution.money import credit_units, credits_of_units, integer_weights
 
 
 class Model(StrEnum):
@@ -48,8 +48,8 @@ def count_weights(model: Model, count: int) -> list[int]:
 
 
 @lru_cache(maxsize=512)
-def _count_credits(model: Model, count: int) -> tuple[Decimal, ...]:
-    return tuple(split_credit_units(count_weights(model, count)))
+def _count_credit_units(model: Model, count: int) -> tuple[int, ...]:
+    return tuple(credit_units(count_weights(model, count)))
 
 
 def time_decay_weights(
@@ -85,9 +85,21 @@ def model_credits(
     >>> [str(credit) for credit in model_credits(Model.POSITION_BASED, [t] * 3, t, timedelta(7))]
     ['0.400000000000000000', '0.200000000000000000', '0.400000000000000000']
     """
+    return credits_of_units(model_credit_units(model, touch_times, order_time, half_life))
+
+
+def model_credit_units(
+    model: Model,
+    touch_times: Sequence[datetime],
+    order_time: datetime,
+    half_life: timedelta,
+) -> tuple[int, ...]:
+    """`model_credits` as whole 10^-18 of a conversion, summing to 10^18: what revenue is split
+    by, without turning the credits back into integers."""
     if not touch_times:
         raise ValueError("a model needs at least one touchpoint")
     if model is Model.TIME_DECAY and len(touch_times) > 1:
-        return tuple(split_credit(time_decay_weights(touch_times, order_time, half_life)))
+        weights = integer_weights(time_decay_weights(touch_times, order_time, half_life))
+        return tuple(credit_units(weights))
     count_model = Model.LINEAR if model is Model.TIME_DECAY else model
-    return _count_credits(count_model, len(touch_times))
+    return _count_credit_units(count_model, len(touch_times))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from decimal import Context, Decimal
+from functools import lru_cache
 
 from schemas.currencies import minor_unit_digits
 
@@ -56,11 +57,24 @@ def allocate(amount: Decimal, weights: Sequence[Decimal], quantum: Decimal) -> l
     [Decimal('3.34'), Decimal('3.33'), Decimal('3.33')]
     """
     digits = -int(quantum.as_tuple().exponent)
-    units = allocate_units(_to_units(amount, digits), integer_weights(weights))
-    return [Decimal(part).scaleb(-digits) for part in units]
+    return split_units(whole_units(amount, digits), integer_weights(weights), digits)
 
 
-def _to_units(amount: Decimal, digits: int) -> int:
+def split_units(amount_units: int, weights: Sequence[int], digits: int) -> list[Decimal]:
+    """`amount_units` whole 10^-`digits` split in proportion to integer `weights`, as amounts.
+
+    >>> split_units(1000, [1, 1, 1], 2)
+    [Decimal('3.34'), Decimal('3.33'), Decimal('3.33')]
+    """
+    return [Decimal(part).scaleb(-digits) for part in allocate_units(amount_units, weights)]
+
+
+def whole_units(amount: Decimal, digits: int) -> int:
+    """`amount` as a whole number of 10^-`digits`; an error if it is not one.
+
+    >>> whole_units(Decimal("12.30"), 2)
+    1230
+    """
     scaled = amount.scaleb(digits, _EXACT)
     if scaled != scaled.to_integral_value():
         raise ValueError(f"{amount} is not a whole number of 10^-{digits}")
@@ -72,14 +86,25 @@ def currency_quantum(currency: str) -> Decimal:
     return Decimal(1).scaleb(-minor_unit_digits(currency))
 
 
-def split_credit(weights: Sequence[Decimal]) -> list[Decimal]:
-    """Normalise weights to credits that sum exactly to 1 at 18 decimal places."""
-    return split_credit_units(integer_weights(weights))
-
-
 def split_credit_units(weights: Sequence[int]) -> list[Decimal]:
-    """`split_credit` for weights that are already integers."""
-    return [Decimal(part).scaleb(-CREDIT_DIGITS) for part in allocate_units(_CREDIT_UNITS, weights)]
+    """Credits in proportion to integer `weights`, summing exactly to 1 at 18 decimal places."""
+    return list(credits_of_units(tuple(credit_units(weights))))
+
+
+def credit_units(weights: Sequence[int]) -> list[int]:
+    """Credits in proportion to integer `weights`, as whole 10^-18 summing to 10^18.
+
+    >>> credit_units([1, 2]) == [333333333333333333, 666666666666666667]
+    True
+    """
+    return allocate_units(_CREDIT_UNITS, weights)
+
+
+@lru_cache(maxsize=1024)
+def credits_of_units(units: tuple[int, ...]) -> tuple[Decimal, ...]:
+    """Credits given as whole 10^-18 (`credit_units`), as decimals; the common splits of the
+    count-based models are built once."""
+    return tuple(Decimal(part).scaleb(-CREDIT_DIGITS) for part in units)
 
 
 def split_revenue(net_revenue: Decimal, credits: Sequence[Decimal], currency: str) -> list[Decimal]:
