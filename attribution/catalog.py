@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import date
+from functools import lru_cache
 from typing import Protocol
 from urllib.parse import parse_qs, urlsplit
 
@@ -114,6 +115,9 @@ class ResolvedInfluencer:
     requires_click: bool = False
 
 
+# Clicks on one tracked link share its URL, so the parse is kept for the URLs seen last (a URL
+# with a per-click id in it simply misses).
+@lru_cache(maxsize=4096)
 def _utm_target(url: str) -> tuple[str, str, str] | None:
     try:
         query = parse_qs(urlsplit(url).query)

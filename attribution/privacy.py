@@ -7,7 +7,6 @@ addresses without the key. Without a key nothing is kept at all.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 from typing import Any
@@ -25,7 +24,7 @@ def keyed_hash(value: str | None, key: bytes) -> str:
     """
     if not value or not key:
         return ""
-    return hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:32]
+    return hmac.digest(key, value.encode(), "sha256").hex()[:32]
 
 
 # Fields of storefront and Shopify payloads that identify a person, hashed wherever they nest.

@@ -220,13 +220,18 @@ def parse_json(raw: bytes | str) -> Any:
     return json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant)
 
 
-def _holds_float(value: Any) -> bool:
-    if isinstance(value, float):
-        return True
-    if isinstance(value, dict):
-        return any(_holds_float(item) for item in value.values())
-    if isinstance(value, list):
-        return any(_holds_float(item) for item in value)
+def _holds_float(document: Any) -> bool:
+    # A loop over exact types (orjson builds plain dicts and lists): this runs on every event.
+    pending = [document]
+    while pending:
+        value = pending.pop()
+        kind = type(value)
+        if kind is float:
+            return True
+        if kind is dict:
+            pending.extend(value.values())
+        elif kind is list:
+            pending.extend(value)
     return False
 
 
