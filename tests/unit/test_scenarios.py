@@ -6,12 +6,14 @@ from __future__ import annotations
 import csv
 import json
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from attribution.models import ALL_MODELS, Model
 from attribution.replay import LocalPipeline
@@ -225,6 +227,48 @@ def test_a_lowercase_rfc_3339_click_stays_with_its_address_when_split() -> None:
     part = LocalPipeline(CATALOG, rules, pii_key=PII_KEY)
     part.feed_all(events[index] for index in parts[0])
     assert part.final_credits() == whole.final_credits()
+
+
+def _rfc3339(moment: datetime, offset_minutes: int, micro: bool, zulu: bool) -> str:
+    local = moment.astimezone(timezone(timedelta(minutes=offset_minutes)))
+    text = local.isoformat(timespec="microseconds" if micro else "seconds")
+    return text.replace("+00:00", "Z") if zulu else text
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    first=st.datetimes(  # hypothesis bounds naive times, then gives them the zone
+        min_value=datetime(1971, 1, 1),  # noqa: DTZ001
+        max_value=datetime(2199, 1, 1),  # noqa: DTZ001
+        timezones=st.just(UTC),
+    ),
+    apart=st.sampled_from([timedelta(0), timedelta(microseconds=1), timedelta(seconds=1)]),
+    offsets=st.tuples(*[st.integers(-14 * 60, 14 * 60)] * 2),
+    micro=st.booleans(),
+    zulu=st.booleans(),
+)
+def test_clicks_are_grouped_by_the_times_the_schema_reads_however_they_are_written(
+    first: datetime,
+    apart: timedelta,
+    offsets: tuple[int, int],
+    micro: bool,
+    zulu: bool,
+) -> None:
+    # Two clicks from one address at the edge of the traffic rules' reach, each written with its
+    # own offset: one part exactly when the schema's readings are no further apart than the reach.
+    reach = Rules().traffic_reach
+    if not micro:
+        first = first.replace(microsecond=0)
+        apart = max(apart, timedelta(seconds=1)) if apart else apart
+    second = first + reach + apart
+    clicks = [
+        raw("click", f"k{index}", _rfc3339(moment, offset, micro, zulu), visitor_id=f"v{index}",
+            ip="1.2.3.4", url=utm("bob"))
+        for index, (moment, offset) in enumerate(zip((first, second), offsets, strict=True))
+    ]  # fmt: skip
+    read = [validate_event(click).occurred_at for click in clicks]
+    together = read[1] - read[0] <= reach
+    assert (split_by_identity(clicks, 2, reach) == [[0, 1]]) == together
 
 
 def test_impossible_options_are_one_line_errors_before_any_work(
