@@ -9,6 +9,7 @@ from typing import Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from attribution.fx import DEFAULT_REPORTING_CURRENCY, ExchangeRates, LockedRate
+from attribution.values import immutable
 
 NANO_MIN_FOLLOWERS = 1_000
 MICRO_MIN_FOLLOWERS = 10_000
@@ -32,7 +33,7 @@ def tier_for(followers: int) -> str:
     return "nano"
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class InfluencerProfile:
     influencer_id: str
     handle: str
@@ -44,7 +45,7 @@ class InfluencerProfile:
         return tier_for(self.followers)
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class CreditTarget:
     """Who a promo code or a tracked link credits."""
 
@@ -106,7 +107,7 @@ class StaticCatalog:
         return self.exchange_rates.lock(currency, day)
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class ResolvedInfluencer:
     influencer_id: str
     campaign_id: str

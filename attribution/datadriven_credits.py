@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -20,6 +20,7 @@ from attribution.messages import OrderFacts
 from attribution.models import Model
 from attribution.money import integer_weights, split_revenue
 from attribution.rows import CreditRow
+from attribution.values import immutable
 
 MARKOV = "markov"
 SHAPLEY = "shapley"
@@ -53,7 +54,7 @@ def weights_version_of(version: int) -> int:
     return version & MAX_WEIGHTS_VERSION
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class WeightedCreditRow(CreditRow):
     """A `markov` or `shapley` credit row, with the weights version it was split by (0: none yet,
     split as `linear`)."""
@@ -61,7 +62,7 @@ class WeightedCreditRow(CreditRow):
     weights_version: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Weights:
     """One version of the weights: per data-driven model, per influencer."""
 
@@ -239,7 +240,7 @@ def same_credits(stored: Iterable[CreditRow], derived: Iterable[CreditRow]) -> b
 # --- journey paths --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class JourneyPath:
     """What the data-driven models read of one journey, as stored in `journey_paths`.
 
@@ -283,7 +284,7 @@ def converting_path(linear_rows: Sequence[CreditRow]) -> JourneyPath:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class UncreditedClick:
     """An influencer click that is a touchpoint of no order, with the identity it belongs to
     (the customer its visitor is linked to, else the visitor)."""

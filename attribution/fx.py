@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 
 from attribution.money import currency_quantum
+from attribution.values import immutable
 
 DEFAULT_REPORTING_CURRENCY = "USD"
 RATE_DIGITS = 20
@@ -26,7 +26,7 @@ this is not a rate for the day."""
 PerEuro = Mapping[date, Mapping[str, Decimal]]
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class LockedRate:
     """Reporting-currency units per unit of the order's currency, as published on `published_on`."""
 

@@ -35,6 +35,7 @@ from attribution.money import CREDIT_QUANTUM, credits_of_units, split_units, who
 from attribution.rows import CreditRow, CustomerErased, OrderRow
 from attribution.rules import CodePolicy, Rules, same_day
 from attribution.traffic import TOO_FAST_TO_ORDER, earns, merged_flags
+from attribution.values import immutable
 from schemas.currencies import minor_unit_digits
 
 EmittedRow = CreditRow | OrderRow
@@ -146,7 +147,7 @@ def eligible_touchpoints(
     return clicks[-rules.max_touchpoints :]
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class ReportingSplit:
     """The order's net revenue in the reporting currency, split like its revenue credits."""
 

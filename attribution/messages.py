@@ -8,12 +8,12 @@ wire form is a plain JSON-ready dict so that both paths share one codec.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
 from attribution.fx import LockedRate
+from attribution.values import immutable
 
 Wire = dict[str, Any]
 
@@ -41,7 +41,7 @@ def one_copy(text: str) -> str:
     return sys.intern(text)
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Touchpoint:
     """An influencer click, or the code redemption of an order (`code` set)."""
 
@@ -109,7 +109,7 @@ class Touchpoint:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class OrderFacts:
     event_id: str
     order_id: str
@@ -147,7 +147,7 @@ class OrderFacts:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class RefundFacts:
     event_id: str
     order_id: str
@@ -176,7 +176,7 @@ class RefundFacts:
 # --- commands to the traffic stage (keyed by the keyed hash of the IP address) -------
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class ScreenClick:
     """An influencer click to classify against the other clicks of its IP address."""
 
@@ -185,7 +185,7 @@ class ScreenClick:
     touchpoint: Touchpoint
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class ForgetClickOwners:
     """An erasure: the traffic stage forgets whose these clicks were (visitor and customer)."""
 
@@ -197,7 +197,7 @@ class ForgetClickOwners:
 # --- commands to the visitor stage (keyed by visitor_id) ---------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class VisitorClick:
     """An influencer click of a visitor; `touchpoint.customer_id` set when logged in."""
 
@@ -205,7 +205,7 @@ class VisitorClick:
     touchpoint: Touchpoint
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class VisitorLink:
     """This visitor belongs to this customer (identify, or a click/order with both ids)."""
 
@@ -218,17 +218,17 @@ class VisitorLink:
 # --- commands to the order stage (keyed by order_id) ------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class PlaceOrder:
     order: OrderFacts
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class RequestRefund:
     refund: RefundFacts
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class LockRate:
     """The rate of an order whose rate was not published when it arrived."""
 
@@ -236,7 +236,7 @@ class LockRate:
     fx: LockedRate
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class RedeemCode:
     """A redemption of a known code; unknown codes never reach the order stage."""
 
@@ -247,7 +247,7 @@ class RedeemCode:
 # --- commands to the journey stage (keyed by customer_id) -------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class TouchpointsArrived:
     """Clicks that belong to a customer; `linked_at` is None for clicks carrying the customer id,
     else the time the visitor was linked to the customer."""
@@ -258,7 +258,7 @@ class TouchpointsArrived:
     touchpoints: tuple[Touchpoint, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class OrderUpdated:
     """The order stage's whole knowledge of an order: its facts, accepted refunds, known codes."""
 
@@ -270,7 +270,7 @@ class OrderUpdated:
 # --- erasure of a customer's personal data (`attribution erase`) ---------------------
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class EraseCustomer:
     """To the journey stage: the customer's journey moves to `pseudonym` without visitor ids,
     their orders are reassigned to it, and their visitors (these and the journey's) forgotten."""
@@ -280,7 +280,7 @@ class EraseCustomer:
     visitor_ids: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class AdoptJourney:
     """To the journey stage: an erased customer's journey (wire form) under its pseudonym."""
 
@@ -288,7 +288,7 @@ class AdoptJourney:
     journey: Wire
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class ReassignOrder:
     """To the order stage: the order now belongs to an erased customer's pseudonym."""
 
@@ -296,7 +296,7 @@ class ReassignOrder:
     customer_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class ForgetVisitor:
     """To the visitor stage: drop the visitor (an erased customer's browser)."""
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from datetime import date, datetime
 from decimal import Decimal
 from operator import attrgetter
 from typing import Any, ClassVar, NamedTuple
+
+from attribution.values import immutable
 
 # Per row class: its column names, and a getter of its values in that order (built once).
 _LAYOUTS: dict[type, tuple[tuple[str, ...], attrgetter[Any]]] = {}
@@ -21,7 +23,7 @@ def _layout(row_class: type) -> tuple[tuple[str, ...], attrgetter[Any]]:
     return layout
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class _Row:
     table: ClassVar[str]
 
@@ -47,7 +49,7 @@ class _Row:
         return record
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class CreditRow(_Row):
     """One order x model x touchpoint; the latest `version` of a key is the truth,
     and `is_deleted` retracts a key a restatement no longer credits."""
@@ -85,7 +87,7 @@ class CreditRow(_Row):
     order: flagged for review (attribution.traffic)."""
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class OrderRow(_Row):
     table: ClassVar[str] = "orders"
 
@@ -106,7 +108,7 @@ class OrderRow(_Row):
     fx_rate_date: date | None
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class OrderItemRow(_Row):
     """A line of an order as the storefront sent it (`line` counts from 1)."""
 
@@ -122,7 +124,7 @@ class OrderItemRow(_Row):
     currency: str
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class RefundRow(_Row):
     """A refund and the ledger's decision on it; the highest `version` of a refund is the
     decision in force (an accepted refund is refused when an earlier one arrives late)."""
@@ -139,7 +141,7 @@ class RefundRow(_Row):
     version: int
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class ClickRow(_Row):
     """Every click, influencer touchpoint or plain traffic (`influencer_id` empty)."""
 
@@ -160,7 +162,7 @@ class ClickRow(_Row):
     user_agent_hash: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class ClickClassificationRow(_Row):
     """An influencer click's classification (attribution.traffic); the highest `version` of a
     click is in force (a late click may reclassify its neighbours)."""
@@ -177,7 +179,7 @@ class ClickClassificationRow(_Row):
     version: int
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class CodeRedemptionRow(_Row):
     table: ClassVar[str] = "code_redemptions"
 
@@ -191,7 +193,7 @@ class CodeRedemptionRow(_Row):
     known_code: bool
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class IdentityRow(_Row):
     table: ClassVar[str] = "identity_links"
 
@@ -201,7 +203,7 @@ class IdentityRow(_Row):
     customer_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class ContentMetricsRow(_Row):
     table: ClassVar[str] = "content_metrics"
 
@@ -220,7 +222,7 @@ class ContentMetricsRow(_Row):
     followers: int
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Rejection:
     """An event the pipeline refused after validation (e.g. an over-refund): a dead letter."""
 
@@ -230,7 +232,7 @@ class Rejection:
     payload: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class IdentityLinked:
     """A visitor linked to a customer for the first time: its journey merges into theirs."""
 
@@ -238,7 +240,7 @@ class IdentityLinked:
     customer_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class IdentityConflict:
     """A later link of a visitor to another customer: counted and ignored (contract 2.5)."""
 
@@ -247,7 +249,7 @@ class IdentityConflict:
     ignored_customer_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class CustomerErased(_Row):
     """To the sink: rewrite the customer's stored rows to `pseudonym` and drop their visitors'
     ids and device hashes. Only the pseudonym and the time are recorded."""

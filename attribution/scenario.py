@@ -65,6 +65,7 @@ from attribution.rows import (
 )
 from attribution.rules import ClickPolicy, CodePolicy, Rules, same_day
 from attribution.traffic import INVALID, Traffic, apply_to_traffic
+from attribution.values import immutable
 from schemas.catalog import CampaignRow, ContractRow
 from schemas.events import Event, Order, Timestamp
 
@@ -219,7 +220,7 @@ def split_by_identity(
     return [sorted(indexes) for indexes in assigned if indexes]
 
 
-@dataclass(frozen=True)
+@immutable
 class Credited:
     revenue: Decimal = Decimal(0)
     """Credited revenue net of refunds, in the reporting currency."""
