@@ -24,6 +24,7 @@ from attribution.messages import (
     Touchpoint,
     TouchpointsArrived,
     VisitorLink,
+    command_from_wire,
     command_to_wire,
 )
 from attribution.replay import LocalPipeline
@@ -71,6 +72,21 @@ class FakeKafka:
 
     def journey_commands(self) -> int:
         return sum(len(b.records) for b in self.written if b.topic == "journey-commands")
+
+    def forwarded_clicks(self) -> list[list[str]]:
+        """Per command sent to a journey, the event ids of the clicks it carries."""
+        commands = [
+            command_from_wire(item["command"])
+            for batch in self.written
+            if batch.topic == "journey-commands"
+            for _, value in batch.records
+            for item in decode(value or b"[]")
+        ]
+        return [
+            [touchpoint.event_id for touchpoint in command.touchpoints]
+            for command in commands
+            if isinstance(command, TouchpointsArrived)
+        ]
 
     def credit_rows(self) -> list[dict[str, Any]]:
         return [
@@ -352,7 +368,7 @@ def test_states_changed_while_a_flush_awaits_go_with_the_next_flush() -> None:
 
     assert harness.acked == ["a-0", "b-0"]
     assert harness.kafka.changelog_keys() == [b"v1", b"v1"]
-    assert harness.kafka.journey_commands() == 1  # the link found the click held in memory
+    assert harness.kafka.forwarded_clicks() == [["k1"]]  # the link found the click in memory
 
 
 def test_the_table_holds_the_state_as_the_changelog_has_it() -> None:
