@@ -237,18 +237,20 @@ def credit_rows(
     digits = minor_unit_digits(facts.currency)
     revenue_units = whole_units(net_revenue, digits)
     rows: list[CreditRow] = []
+    policy_name = policy.value
     for model in models:
+        model_name = model.value
         if not touchpoints:
             rows.append(
                 _bare_row(
                     facts,
-                    model.value,
+                    model_name,
                     "",
                     FULL_CREDIT,
                     net_revenue,
                     version,
                     deleted=False,
-                    policy=policy.value,
+                    policy=policy_name,
                     reporting=reporting,
                 )
             )
@@ -272,7 +274,7 @@ def credit_rows(
             rows.append(
                 CreditRow(
                     facts.order_id,
-                    model.value,
+                    model_name,
                     touchpoint.event_id,
                     touchpoint.kind,
                     touchpoint.occurred_at,
@@ -289,7 +291,7 @@ def credit_rows(
                     facts.customer_id,
                     version,
                     False,
-                    policy.value,
+                    policy_name,
                     reporting.currency,
                     reporting_revenue,
                     reporting.rate,
