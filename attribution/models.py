@@ -25,6 +25,7 @@ ALL_MODELS: tuple[Model, ...] = tuple(Model)
 # non-integer power, and 32 digits leave the 18-decimal credits far from any doubt.
 _DECAY_CONTEXT = Context(prec=32)
 _LN2 = Decimal(2).ln(Context(prec=40))
+_MICROSECOND = timedelta(microseconds=1)
 
 
 def count_weights(model: Model, count: int) -> list[int]:
@@ -56,20 +57,20 @@ def time_decay_weights(
     touch_times: Sequence[datetime], order_time: datetime, half_life: timedelta
 ) -> list[Decimal]:
     """2^(-(T - t_i) / half_life) for each touchpoint, t_i capped at T."""
-    half_life_us = Decimal(half_life // timedelta(microseconds=1))
-    context = _DECAY_CONTEXT
+    half_life_us = half_life // _MICROSECOND
     return [
-        context.exp(
-            context.multiply(
-                context.divide(
-                    -Decimal(max(order_time - moment, timedelta(0)) // timedelta(microseconds=1)),
-                    half_life_us,
-                ),
-                _LN2,
-            )
-        )
+        _decay(max(order_time - moment, timedelta(0)) // _MICROSECOND, half_life_us)
         for moment in touch_times
     ]
+
+
+# An order is credited again whenever its journey changes, with the same touchpoints mostly.
+@lru_cache(maxsize=8192)
+def _decay(age_us: int, half_life_us: int) -> Decimal:
+    context = _DECAY_CONTEXT
+    return context.exp(
+        context.multiply(context.divide(-Decimal(age_us), Decimal(half_life_us)), _LN2)
+    )
 
 
 def model_credits(
