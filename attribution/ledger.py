@@ -130,7 +130,7 @@ def apply_to_ledger(
         for refund in ledger.refunds.values()
         if refund.event_id in refused and refund.event_id not in ledger.rejected
     ]
-    ledger.rejected = ledger.rejected | refused.keys()
+    ledger.rejected = ledger.rejected.union(refused)
     # Refund decisions and the snapshot go out again on every command: both are idempotent
     # downstream (a journey restates an order only when its rows change). A decision's version
     # is how many refunds it was judged among, so a newer decision replaces an older one.
