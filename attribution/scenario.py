@@ -603,6 +603,8 @@ class SharedStages:
         if self._lateness.observe(event.occurred_at):
             self.late_events[event.type] += 1
         routed = route_event(event, self.catalog, self.pii_key)
+        # A click that skips the traffic stage (no key, or a known crawler) is classified here.
+        self.classifications(routed.rows)
         queue: deque[Command] = deque([*routed.to_traffic, *routed.to_visitors, *routed.to_orders])
         while queue:
             command = queue.popleft()
