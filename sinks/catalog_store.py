@@ -93,10 +93,16 @@ class RedisCatalogCache:
 
 
 def catalog_rows(
-    files: CatalogFiles, version: int, loaded_at: datetime, rates: ExchangeRates
+    files: CatalogFiles,
+    version: int,
+    loaded_at: datetime,
+    rates: ExchangeRates,
+    *,
+    with_rates: bool = True,
 ) -> list[dict[str, Any]]:
     """The catalog as rows of the ClickHouse dimension tables, all at `version` (the `catalog_*`
-    views show the newest version only), and the exchange rates in force with it."""
+    views show the newest version only), and the exchange rates in force with it unless
+    `with_rates` is off (`fx_rates` is not versioned: rows written again change nothing)."""
     rows: list[dict[str, Any]] = [
         {"table": "catalog_versions", "catalog_version": version, "loaded_at": loaded_at}
     ]
@@ -126,7 +132,7 @@ def catalog_rows(
         rows += [
             {"table": table, "catalog_version": version, **row.model_dump()} for row in file_rows
         ]
-    return rows + fx_rate_rows(rates)
+    return rows + fx_rate_rows(rates) if with_rates else rows
 
 
 def fx_rate_rows(rates: ExchangeRates) -> list[dict[str, Any]]:

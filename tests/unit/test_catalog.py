@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from attribution.catalog import tier_for
 from schemas.catalog import CatalogError, read_catalog_dir
+from sinks.catalog_store import catalog_rows, exchange_rates
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "catalog"
 
@@ -85,3 +88,15 @@ def test_a_contract_names_its_commission_model_or_pays_on_last_click(tmp_path: P
     write(tmp_path / "bad", "contracts.csv", header + "anna,spring,0.10,last_touch\n")
     error = error_of(tmp_path / "bad")
     assert (error.file, error.line, error.field) == ("contracts.csv", 2, "commission_model")
+
+
+def test_a_catalog_version_may_leave_the_unversioned_rates_out() -> None:
+    files = read_catalog_dir(EXAMPLES)
+    rates = exchange_rates(files, "EUR")
+    loaded_at = datetime(2026, 6, 1, tzinfo=UTC)
+    tables = Counter(row["table"] for row in catalog_rows(files, 2, loaded_at, rates))
+    without = Counter(
+        row["table"] for row in catalog_rows(files, 2, loaded_at, rates, with_rates=False)
+    )
+    assert tables["fx_rates"] > 100_000 and "fx_rates" not in without
+    assert without == tables - Counter({"fx_rates": tables["fx_rates"]})
