@@ -279,11 +279,17 @@ def recovery_seconds(log: Path) -> float | None:
 
 
 def one_service(
-    stream: Stream, latency_stream: Stream, directory: Path, seconds: float, processes: int
+    stream: Stream,
+    latency_stream: Stream,
+    directory: Path,
+    seconds: float,
+    processes: int,
+    latency_rate: float | None = None,
 ) -> dict[str, Any]:
     """A worker of `processes` stage processes (and a sink when more than one) drains the
-    backlog, then takes a second stream at half that rate; a single process is then restarted
-    on the changelogs it wrote (overwrites and the sweeps' tombstones) and its restore timed."""
+    backlog, then takes a second stream at half that rate (or at `latency_rate`); a single
+    process is then restarted on the changelogs it wrote (overwrites and the sweeps'
+    tombstones) and its restore timed."""
     settings = bench_settings(directory, f"p{processes}")
     asyncio.run(ensure_topics(settings))
     publish_catalog(settings.redis_url, settings.topic_prefix, read_catalog_dir(stream.catalog_dir))
@@ -319,13 +325,12 @@ def one_service(
             "stored": "attribution_credit_stored_latency_seconds",
         }
         before = {stage: histogram(worker, name) for stage, name in names.items()}
-        count = min(len(latency_stream.lines), int(throughput / 2 * seconds))
+        rate = latency_rate or throughput / 2
+        count = min(len(latency_stream.lines), int(rate * seconds))
         publish_catalog(
             settings.redis_url, settings.topic_prefix, read_catalog_dir(latency_stream.catalog_dir)
         )
-        sent_rate = asyncio.run(
-            produce_paced(settings, latency_stream.lines[:count], throughput / 2)
-        )
+        sent_rate = asyncio.run(produce_paced(settings, latency_stream.lines[:count], rate))
         wait_until(lambda: drained([worker], len(stream.lines) + count), 600, "half load drained")
         time.sleep(2 * settings.sink_batch_seconds)
         figures["half_load_events_per_second"] = round(sent_rate)
@@ -535,6 +540,12 @@ def main() -> None:
         default=[1, 2],
         help="run the drain and half load once per count of stage processes (1: one process)",
     )
+    parser.add_argument(
+        "--latency-rate",
+        type=float,
+        help="events/s of the latency stream (default: half the drain's rate); a fixed rate "
+        "compares two commits at the same load, where half of a noisy drain would not",
+    )
     parser.add_argument("--skip-scale-out", action="store_true")
     parser.add_argument(
         "--events-per-record",
@@ -565,7 +576,9 @@ def main() -> None:
         "state_bytes_per_touchpoint": round(state_bytes / max(stored, 1)),
     }
     for processes in args.processes:
-        measured = one_service(stream, latency_stream, directory, args.latency_seconds, processes)
+        measured = one_service(
+            stream, latency_stream, directory, args.latency_seconds, processes, args.latency_rate
+        )
         prefix = "" if processes == 1 else f"processes_{processes}_"
         figures.update({prefix + name: value for name, value in measured.items()})
     if args.events_per_record > 1:
