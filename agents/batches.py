@@ -5,7 +5,7 @@ with automatic acknowledgement turned off. What an event changes (table state, r
 for ClickHouse) is held until a flush saves it; only then are the events behind it
 acknowledged, so Kafka commits an offset only after everything it led to is saved.
 A flush happens once the events count for `max_units` (one each, or the rows they carry) and every
-`within_seconds`.
+`within_seconds`, at a fixed rate (a save's own duration does not push the next one back).
 
 On a revocation the events held are flushed while Faust still waits for the revocation to be
 handled, and what could not be saved is forgotten, not acknowledged: Faust then drops its
@@ -132,12 +132,20 @@ async def pending_events(
         app.on_partitions_revoked.connect(on_revoked)
 
     async def flush_periodically() -> None:
+        # Ticks at a fixed rate, not a fixed pause after each save: an event read just after a
+        # save began waits `within_seconds`, not that plus the save's own duration.
+        loop = asyncio.get_running_loop()
+        due = loop.time()
         while True:
-            await asyncio.sleep(within_seconds)
+            due += within_seconds
+            await asyncio.sleep(due - loop.time())
             try:
                 await pending.flush()
             except Exception:  # the next tick, or the next full batch, tries again
                 log.exception("flushing pending events failed")
+            # A save longer than the interval is followed by the next at once, not by a
+            # burst of the ticks it overran.
+            due = max(due, loop.time() - within_seconds)
 
     flusher = asyncio.create_task(flush_periodically())
     try:
