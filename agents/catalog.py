@@ -7,6 +7,7 @@ import logging
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
+from attribution.fx import days_changed
 from sinks.catalog_store import catalog_rows
 from streams.app import Topology
 
@@ -17,7 +18,8 @@ def register(topology: Topology) -> None:
     written_version = -1
     # The catalog's own rates when `fx_rates` was last written. The table holds every rate of
     # the bundled ECB history (about 230,000 rows, seconds of the writer's thread that the
-    # sink's inserts would wait behind): a new catalog version writes them only if they changed.
+    # sink's inserts would wait behind): a new catalog version writes the days whose rates
+    # changed, all of them only the first time.
     written_rates: dict[date, dict[str, Decimal]] | None = None
 
     async def refresh_catalog() -> None:
@@ -32,12 +34,13 @@ def register(topology: Topology) -> None:
         ):
             return
         rates = catalog.files.fx_rates
+        changed = None if written_rates is None else days_changed(written_rates, rates)
         rows = catalog_rows(
             catalog.files,
             catalog.version,
             datetime.now(UTC),
             catalog.catalog.exchange_rates,
-            with_rates=rates != written_rates,
+            rates_published_on=changed,
         )
         try:
             await topology.clickhouse.writer().insert(rows)

@@ -7,7 +7,7 @@ publication date. A cross rate goes through the euro on one publication date, in
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from datetime import date, timedelta
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 
@@ -107,9 +107,17 @@ class ExchangeRates:
             return None
         return _RATE_CONTEXT.divide(reporting, source).quantize(RATE_QUANTUM, ROUND_HALF_EVEN)
 
-    def cross_rates(self) -> Iterator[tuple[date, str, Decimal]]:
-        """Every (publication date, currency, rate into the reporting currency)."""
-        for published_on in self._dates:
+    def cross_rates(
+        self, published_on_days: Collection[date] | None = None
+    ) -> Iterator[tuple[date, str, Decimal]]:
+        """Every (publication date, currency, rate into the reporting currency), of the days
+        `published_on_days` only when given."""
+        days = (
+            self._dates
+            if published_on_days is None
+            else sorted(day for day in published_on_days if day in self._per_euro)
+        )
+        for published_on in days:
             currencies = {"EUR", *self._per_euro[published_on]}
             for currency in sorted(currencies):
                 rate = self._cross_rate(published_on, currency)
@@ -119,3 +127,14 @@ class ExchangeRates:
 
 def _per_euro_on(row: Mapping[str, Decimal], currency: str) -> Decimal | None:
     return Decimal(1) if currency == "EUR" else row.get(currency)
+
+
+def days_changed(before: PerEuro, after: PerEuro) -> set[date]:
+    """The publication days whose rates differ between two sets of rates: a cross rate reads
+    one day's rates only, so only these days' cross rates can differ.
+
+    >>> days_changed({date(2026, 1, 2): {"USD": Decimal("1.1")}},
+    ...              {date(2026, 1, 2): {"USD": Decimal("1.1")}, date(2026, 1, 5): {}})
+    {datetime.date(2026, 1, 5)}
+    """
+    return {day for day in before.keys() | after.keys() if before.get(day) != after.get(day)}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Collection
+from datetime import date, datetime
 from typing import Any
 
 from attribution.catalog import CreditTarget, InfluencerProfile, StaticCatalog, tier_for
@@ -98,11 +99,12 @@ def catalog_rows(
     loaded_at: datetime,
     rates: ExchangeRates,
     *,
-    with_rates: bool = True,
+    rates_published_on: Collection[date] | None = None,
 ) -> list[dict[str, Any]]:
     """The catalog as rows of the ClickHouse dimension tables, all at `version` (the `catalog_*`
-    views show the newest version only), and the exchange rates in force with it unless
-    `with_rates` is off (`fx_rates` is not versioned: rows written again change nothing)."""
+    views show the newest version only), and the exchange rates in force with it: of the days
+    `rates_published_on` only when given (`fx_rates` is not versioned: rows written again change
+    nothing)."""
     rows: list[dict[str, Any]] = [
         {"table": "catalog_versions", "catalog_version": version, "loaded_at": loaded_at}
     ]
@@ -132,12 +134,15 @@ def catalog_rows(
         rows += [
             {"table": table, "catalog_version": version, **row.model_dump()} for row in file_rows
         ]
-    return rows + fx_rate_rows(rates) if with_rates else rows
+    return rows + fx_rate_rows(rates, rates_published_on)
 
 
-def fx_rate_rows(rates: ExchangeRates) -> list[dict[str, Any]]:
-    """Every published rate into the reporting currency, for the views that convert contract
-    money (`campaign_fx`); orders carry their own locked rate."""
+def fx_rate_rows(
+    rates: ExchangeRates, published_on_days: Collection[date] | None = None
+) -> list[dict[str, Any]]:
+    """Every published rate into the reporting currency (of `published_on_days` when given),
+    for the views that convert contract money (`campaign_fx`); orders carry their own locked
+    rate."""
     return [
         {
             "table": "fx_rates",
@@ -146,5 +151,5 @@ def fx_rate_rows(rates: ExchangeRates) -> list[dict[str, Any]]:
             "rate": rate,
             "reporting_currency": rates.reporting_currency,
         }
-        for published_on, currency, rate in rates.cross_rates()
+        for published_on, currency, rate in rates.cross_rates(published_on_days)
     ]

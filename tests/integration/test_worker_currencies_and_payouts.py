@@ -72,11 +72,26 @@ def test_a_waiting_order_is_converted_when_its_days_rate_is_loaded(
     )
     assert worker.sql("SELECT order_id FROM orders_missing_fx_rate") == [["O1"]]
 
+    # A first catalog without rates of its own: the shipped history is written to `fx_rates`,
+    # and the next version writes only the day it adds.
     catalog = tmp_path / "catalog"
     catalog.mkdir()
+    assert load(settings, catalog).returncode == 0
+    wait_until(
+        lambda: worker.sql("SELECT count() > 100000 FROM fx_rates") == [[1]],
+        timeout=60,
+        what="the shipped rates written",
+    )
     (catalog / "fx_rates.csv").write_text(f"Date,USD,\n{ORDER_DAY},1.2500,\n")
     loaded = load(settings, catalog)
     assert loaded.returncode == 0, loaded.stderr
+    day_rate = "SELECT currency, toString(rate) FROM fx_rates FINAL "
+    day_rate += f"WHERE published_on = '{ORDER_DAY}' ORDER BY currency"
+    wait_until(
+        lambda: worker.sql(day_rate) == [["EUR", "1.25"], ["USD", "1"]],
+        timeout=60,
+        what="the added day's rates written",
+    )
 
     converted = "SELECT toString(reporting_revenue_credit), reporting_currency, "
     converted += (

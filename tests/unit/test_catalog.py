@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from attribution.catalog import tier_for
+from attribution.fx import days_changed
 from schemas.catalog import CatalogError, read_catalog_dir
 from sinks.catalog_store import catalog_rows, exchange_rates
 
@@ -90,13 +92,32 @@ def test_a_contract_names_its_commission_model_or_pays_on_last_click(tmp_path: P
     assert (error.file, error.line, error.field) == ("contracts.csv", 2, "commission_model")
 
 
-def test_a_catalog_version_may_leave_the_unversioned_rates_out() -> None:
+def test_a_catalog_version_writes_the_unversioned_rates_of_the_days_that_changed() -> None:
     files = read_catalog_dir(EXAMPLES)
-    rates = exchange_rates(files, "EUR")
     loaded_at = datetime(2026, 6, 1, tzinfo=UTC)
-    tables = Counter(row["table"] for row in catalog_rows(files, 2, loaded_at, rates))
-    without = Counter(
-        row["table"] for row in catalog_rows(files, 2, loaded_at, rates, with_rates=False)
+    rates = exchange_rates(files, "EUR")
+    every_day = catalog_rows(files, 2, loaded_at, rates)
+    assert sum(row["table"] == "fx_rates" for row in every_day) > 100_000
+
+    correcting = {**files.fx_rates, date(2026, 3, 2): {"USD": Decimal("1.0500")}}
+    corrected = files.model_copy(update={"fx_rates": correcting})
+    changed = days_changed(files.fx_rates, corrected.fx_rates)
+    assert changed == {date(2026, 3, 2)}
+    rows = catalog_rows(
+        corrected, 3, loaded_at, exchange_rates(corrected, "EUR"), rates_published_on=changed
     )
-    assert tables["fx_rates"] > 100_000 and "fx_rates" not in without
-    assert without == tables - Counter({"fx_rates": tables["fx_rates"]})
+    written = {
+        (row["published_on"], row["currency"]): row["rate"]
+        for row in rows
+        if row["table"] == "fx_rates"
+    }
+    assert written.keys() == {
+        (row["published_on"], row["currency"])
+        for row in every_day
+        if row["table"] == "fx_rates" and row["published_on"] == date(2026, 3, 2)
+    }
+    assert written[date(2026, 3, 2), "USD"] == Decimal("0.95238095238095238095")
+    unchanged = catalog_rows(files, 3, loaded_at, rates, rates_published_on=set())
+    assert Counter(row["table"] for row in unchanged) == Counter(
+        row["table"] for row in every_day if row["table"] != "fx_rates"
+    )
