@@ -104,6 +104,15 @@ class PendingEvents:
             return True
 
 
+def next_tick(due: float, now: float, interval: float) -> float:
+    """When the timer flushes next, having flushed for the tick `due` and finished at `now`.
+
+    A fixed rate, not a fixed pause after each save: an event read just after a save began
+    waits `interval`, not that plus the save. A save that overran the interval is followed by
+    the next at once, not by a burst of the ticks it overran."""
+    return max(due + interval, now)
+
+
 @asynccontextmanager
 async def pending_events(
     stream: Any, max_units: int, within_seconds: float, save: SaveFn
@@ -132,20 +141,15 @@ async def pending_events(
         app.on_partitions_revoked.connect(on_revoked)
 
     async def flush_periodically() -> None:
-        # Ticks at a fixed rate, not a fixed pause after each save: an event read just after a
-        # save began waits `within_seconds`, not that plus the save's own duration.
         loop = asyncio.get_running_loop()
-        due = loop.time()
+        due = loop.time() + within_seconds
         while True:
-            due += within_seconds
             await asyncio.sleep(due - loop.time())
             try:
                 await pending.flush()
             except Exception:  # the next tick, or the next full batch, tries again
                 log.exception("flushing pending events failed")
-            # A save longer than the interval is followed by the next at once, not by a
-            # burst of the ticks it overran.
-            due = max(due, loop.time() - within_seconds)
+            due = next_tick(due, loop.time(), within_seconds)
 
     flusher = asyncio.create_task(flush_periodically())
     try:
