@@ -5,7 +5,7 @@ with automatic acknowledgement turned off. What an event changes (table state, r
 for ClickHouse) is held until a flush saves it; only then are the events behind it
 acknowledged, so Kafka commits an offset only after everything it led to is saved.
 A flush happens once the events count for `max_units` (one each, or the rows they carry) and every
-`within_seconds`, at a fixed rate (a save's own duration does not push the next one back).
+`within_seconds`, at a fixed rate (a save's duration is not added to the interval).
 
 On a revocation the events held are flushed while Faust still waits for the revocation to be
 handled, and what could not be saved is forgotten, not acknowledged: Faust then drops its
@@ -146,10 +146,13 @@ async def pending_events(
         while True:
             await asyncio.sleep(due - loop.time())
             try:
-                await pending.flush()
+                saved = await pending.flush()
             except Exception:  # the next tick, or the next full batch, tries again
                 log.exception("flushing pending events failed")
-            due = next_tick(due, loop.time(), within_seconds)
+                saved = False
+            # A failed save is tried again after a whole interval, however long it took.
+            now = loop.time()
+            due = next_tick(due, now, within_seconds) if saved else now + within_seconds
 
     flusher = asyncio.create_task(flush_periodically())
     try:

@@ -65,8 +65,8 @@ class Settings(BaseModel):
     # its day (docs/attribution.md#many-currencies).
     reporting_currency: Currency = DEFAULT_REPORTING_CURRENCY
     sink_batch_rows: int = 20000
-    # The sink saves at this fixed rate: a row waits up to this long before its insert, which
-    # is most of the 1.5 s latency objective's budget after the stages (docs/benchmarks.md).
+    # The sink saves at this fixed rate: a row waits up to this long before its insert, a third
+    # of the 1.5 s latency objective (docs/operations.md).
     sink_batch_seconds: float = 0.5
     # A flush per this many events (ingest) or commands (stages), and at least every
     # stage_batch_seconds; what a batch led to is sent by its flush (agents/emit.py::Outbox).

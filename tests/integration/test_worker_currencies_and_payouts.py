@@ -72,8 +72,8 @@ def test_a_waiting_order_is_converted_when_its_days_rate_is_loaded(
     )
     assert worker.sql("SELECT order_id FROM orders_missing_fx_rate") == [["O1"]]
 
-    # A first catalog without rates of its own: the shipped history is written to `fx_rates`,
-    # and the next version writes only the day it adds.
+    # A first catalog without rates of its own: the shipped history is written to `fx_rates`;
+    # the next version writes the day it adds (only that day: tests/unit/test_catalog.py).
     catalog = tmp_path / "catalog"
     catalog.mkdir()
     assert load(settings, catalog).returncode == 0
