@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
-import gc
 import json
 import sys
 import urllib.error
@@ -27,6 +26,7 @@ from attribution.scenario import Overrides
 from schemas.catalog import CatalogError, CatalogFiles, read_catalog_dir
 from schemas.events import Event, InvalidEvent, decode_event
 from sinks.payouts import PAYOUT_COLUMNS
+from streams.heap import cyclic_collection_paused, freeze_startup_heap
 from streams.scenario import default_processes, run_scenario
 from streams.settings import Settings
 
@@ -64,16 +64,6 @@ def _worker(settings: Settings) -> int:
     ]
     topology.app.main()
     return 0
-
-
-def freeze_startup_heap() -> None:
-    """Never walk the startup heap again: what is alive before the worker runs (modules,
-    Faust's app, the topology, the catalog) stays for the process's life, yet every full
-    collection walked it, some 400,000 objects, every few thousand events (session 11 in
-    docs/benchmarks.md). It is collected once and moved out of the collector's generations;
-    everything allocated later is collected as before."""
-    gc.collect()
-    gc.freeze()
 
 
 def read_events(path: Path, errors: list[str]) -> Iterator[Event]:
@@ -123,7 +113,8 @@ def _replay(settings: Settings, events: Path, catalog_dir: Path | None, out: Pat
         pii_key=settings.pii_key,
     )
     errors: list[str] = []
-    pipeline.feed_all(read_events(events, errors))
+    with cyclic_collection_paused():
+        pipeline.feed_all(read_events(events, errors))
     for rejection in pipeline.rejections:
         print(
             f"rejected {rejection.event_id}: {rejection.field}: {rejection.reason}", file=sys.stderr

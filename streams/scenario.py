@@ -46,6 +46,7 @@ from attribution.traffic import EMPTY_USER_AGENT, KNOWN_CRAWLER
 from schemas.catalog import CatalogError, CatalogFiles, read_catalog_dir
 from schemas.events import InvalidEvent, decode_event, parse_json
 from sinks.catalog_store import exchange_rates, to_static_catalog
+from streams.heap import cyclic_collection_paused
 from streams.settings import Settings
 
 # A click the engine classified as a crawler's comes back with a crawler's user agent: the
@@ -303,6 +304,7 @@ class PartTask:
     models: frozenset[Model]
 
 
+@cyclic_collection_paused()
 def attribute_task(task: PartTask) -> tuple[PartOutcome, list[str]]:
     """A part decoded and attributed; its invalid events as (origin: error) lines."""
     catalog = to_static_catalog(task.catalog, task.reporting_currency)

@@ -4,6 +4,7 @@ history split by identity component gives exactly the credits of one pipeline.""
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import random
 from datetime import UTC, datetime, timedelta, timezone
@@ -27,10 +28,11 @@ from attribution.scenario import (
     compare,
     split_by_identity,
 )
-from schemas.catalog import CampaignRow, ContractRow
+from schemas.catalog import CampaignRow, ContractRow, read_catalog_dir
 from schemas.events import validate_event
 from simulation.storefront import Storefront
 from streams.cli import main
+from streams.scenario import PartTask, attribute_task
 from tests.unit.helpers import CATALOG, at
 
 PII_KEY = b"scenario-test-key"
@@ -335,3 +337,45 @@ def test_crediting_once_over_shared_stages_gives_exactly_the_pipelines_tallies(
             assert getattr(fast, side).orders_without_rate == expected.orders_without_rate
         assert fast.rejected_events == straightforward.rejected_events
         assert fast.late_events == straightforward.late_events
+
+
+@pytest.mark.parametrize("keep_rows", [False, True], ids=["tallies", "rows to restate"])
+def test_a_part_runs_without_the_cyclic_collector_and_leaves_no_cycles_behind(
+    year_of_shoppers: tuple[Storefront, list[dict[str, Any]]], keep_rows: bool, tmp_path: Path
+) -> None:
+    """The collector is paused while a part is attributed (streams.heap), which is only safe
+    while the pipeline makes no reference cycles: their memory would wait for the end."""
+    store, stream = year_of_shoppers
+    lines = [
+        (f"history:{number}", json.dumps(event).encode()) for number, event in enumerate(stream)
+    ]
+    lines.append(("history:invalid", b'{"type": "order", "event_id": "o-without-fields"}'))
+    today = Rules()
+    task = PartTask(
+        lines,
+        read_catalog_dir(store.write_catalog(tmp_path / "catalog")),
+        "USD",
+        {},
+        today,
+        Overrides(lookback_days=60, code_policy=CodePolicy.LINK_WINS).applied_to(today),
+        PII_KEY,
+        keep_rows,
+        frozenset(ALL_MODELS),
+    )
+    collections: list[tuple[int, int]] = []
+
+    def record(phase: str, info: dict[str, int]) -> None:
+        if phase == "stop":
+            collections.append((info["generation"], info["collected"]))
+
+    gc.collect()
+    gc.callbacks.append(record)
+    try:
+        outcome, invalid = attribute_task(task)
+    finally:
+        gc.callbacks.remove(record)
+    assert gc.isenabled()
+    assert outcome.scenario.credited and outcome.today.credited != outcome.scenario.credited
+    assert len(invalid) == 1 and (outcome.final_rows != []) == keep_rows
+    # One full collection, at the end, and it found nothing to free.
+    assert collections == [(2, 0)]

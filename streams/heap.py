@@ -1,0 +1,39 @@
+"""How long-running and batch commands treat Python's cyclic garbage collector.
+
+The pipeline's objects (journeys, visitors, ledgers, rows, commands) form no reference cycles:
+reference counting frees them. The cyclic collector still walks every tracked object it holds
+whenever allocations outnumber frees, and a batch run that builds the state of a whole history
+allocates far more than it frees, so the walks grow with the history (a third of a scenario's
+time in the session 16 profile, docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+def freeze_startup_heap() -> None:
+    """Never walk the startup heap again: what is alive before the worker runs (modules,
+    Faust's app, the topology, the catalog) stays for the process's life, yet every full
+    collection walked it, some 400,000 objects, every few thousand events (session 11 in
+    docs/benchmarks.md). It is collected once and moved out of the collector's generations;
+    everything allocated later is collected as before."""
+    gc.collect()
+    gc.freeze()
+
+
+@contextmanager
+def cyclic_collection_paused() -> Iterator[None]:
+    """A batch attribution without the cyclic collector's walks; one collection at the end
+    frees whatever cycles it made (tests/unit/test_scenarios.py checks it makes none, so the
+    run's memory is what reference counting leaves, as with the collector on)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+        gc.collect()
