@@ -26,9 +26,10 @@ def freeze_startup_heap() -> None:
 
 @contextmanager
 def cyclic_collection_paused() -> Iterator[None]:
-    """A batch attribution without the cyclic collector's walks; one collection at the end
-    frees whatever cycles it made (tests/unit/test_scenarios.py checks it makes none, so the
-    run's memory is what reference counting leaves, as with the collector on)."""
+    """A batch attribution without the cyclic collector's walks. Cycles it made would wait for
+    the collector's next run after it; tests/unit/test_scenarios.py checks it makes none, so the
+    run's memory is what it is with the collector on. No collection is forced at the end: it
+    would walk the whole history once more (0.8 s of a 1M-event scenario's 3.3 s read)."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -36,4 +37,3 @@ def cyclic_collection_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
-        gc.collect()

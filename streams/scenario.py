@@ -91,6 +91,7 @@ class History:
         self.payloads.append(payload)
 
 
+@cyclic_collection_paused()
 def read_history_file(path: Path) -> History:
     """A JSON-lines file's events in file order; lines that are not JSON objects are listed in
     `invalid` (invalid events are found, and listed, when they are attributed)."""
@@ -173,6 +174,7 @@ def _clicks(client: Client) -> Iterable[tuple[datetime, dict[str, Any]]]:
         yield at, {key: value for key, value in event.items() if value is not None}
 
 
+@cyclic_collection_paused()
 def history_from_clickhouse(client: Client, reporting_currency: str) -> History:
     """The events the raw tables keep, by event time: clicks, identity links (those that came
     with a click are the click), orders, code redemptions and every refund decided."""
@@ -348,11 +350,12 @@ def run_history(
     key = settings.pii_key if pii_key is None else pii_key
     today = settings.rules
     reach = max(today.traffic_reach, scenario.traffic_reach) if key else None
-    parts = (
-        split_by_identity(history.payloads, processes, reach)
-        if processes > 1
-        else [list(range(len(history.lines)))]
-    )
+    with cyclic_collection_paused():
+        parts = (
+            split_by_identity(history.payloads, processes, reach)
+            if processes > 1
+            else [list(range(len(history.lines)))]
+        )
     tasks = [
         PartTask(
             [history.lines[index] for index in part],

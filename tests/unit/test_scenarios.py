@@ -344,7 +344,8 @@ def test_a_part_runs_without_the_cyclic_collector_and_leaves_no_cycles_behind(
     year_of_shoppers: tuple[Storefront, list[dict[str, Any]]], keep_rows: bool, tmp_path: Path
 ) -> None:
     """The collector is paused while a part is attributed (streams.heap), which is only safe
-    while the pipeline makes no reference cycles: their memory would wait for the end."""
+    while the pipeline makes no reference cycles: their memory would wait for the collector's
+    next run after it."""
     store, stream = year_of_shoppers
     lines = [
         (f"history:{number}", json.dumps(event).encode()) for number, event in enumerate(stream)
@@ -377,5 +378,6 @@ def test_a_part_runs_without_the_cyclic_collector_and_leaves_no_cycles_behind(
     assert gc.isenabled()
     assert outcome.scenario.credited and outcome.today.credited != outcome.scenario.credited
     assert len(invalid) == 1 and (outcome.final_rows != []) == keep_rows
-    # One full collection, at the end, and it found nothing to free.
-    assert collections == [(2, 0)]
+    # At most the youngest generation, once the collector resumes and sees the allocations.
+    assert collections in ([], [(0, 0)])
+    assert gc.collect() == 0
