@@ -2,17 +2,23 @@
 credits orders under `markov` and `shapley` (sinks/datadriven.py; docs/models.md).
 
 One timer does it all, so the passes never overlap: every tick writes the paths that closed and
-credits the orders that changed. The weights are computed when paths were written since the last
-computation (or at the first tick): at once while no version exists, so orders are split by real
-weights as soon as there are paths, then at most every `weights_interval_seconds`. Reads and
-writes go through the sink's ClickHouse writer, on its thread; the sink of a worker started with
-`data_driven` off runs none of it (one worker per ClickHouse server must).
+credits the orders that changed, a page at a time. Live traffic comes first: the pass shares the
+cores with the stages, so after its first page it stops for the tick while the sink's newest
+credits waited longer than `data_driven_yield_seconds` (`LiveLatency`); the rest waits for a
+tick with room, so a backlog is caught up later but never starved (a page every tick).
+
+The weights are computed when paths were written since the last computation (or at the first
+tick): at once while no version exists, so orders are split by real weights as soon as there
+are paths, then at most every `weights_interval_seconds`. Reads and writes go through the sink's
+ClickHouse writer, on its thread; the sink of a worker started with `data_driven` off runs none
+of it (one worker per ClickHouse server must).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sinks.datadriven import DataDrivenSink
@@ -20,9 +26,31 @@ from streams.app import Topology
 
 log = logging.getLogger(__name__)
 
+# A save older than this says nothing about live traffic now: rows stopped coming.
+LIVE_SAVE_SECONDS = 2.0
 
-def register(topology: Topology) -> None:
+
+@dataclass
+class LiveLatency:
+    """How long the oldest credit of the sink's latest save waited since its event reached
+    Kafka: the live traffic's own measure, which the data-driven pass gives way to."""
+
+    stored_at: float = 0.0
+    waited: float = 0.0
+
+    def saved(self, stored_at: float, oldest_origin: float) -> None:
+        self.stored_at = stored_at
+        self.waited = stored_at - oldest_origin
+
+    def behind(self, now: float, budget: float) -> bool:
+        """Whether live credits are waiting longer than `budget` (a save of the last
+        LIVE_SAVE_SECONDS says so); with no recent save there is no live traffic to wait."""
+        return now - self.stored_at <= LIVE_SAVE_SECONDS and self.waited > budget
+
+
+def register(topology: Topology, live: LiveLatency) -> None:
     settings = topology.settings
+    metrics = topology.metrics
     if not settings.data_driven:
         return
     passes: DataDrivenSink | None = None
@@ -47,7 +75,11 @@ def register(topology: Topology) -> None:
         if await passes.write_closed_paths(watermark):
             paths_written = True
         current, pages = await writer.call(passes.orders_to_credit, watermark)
-        for page in pages:
+        for number, page in enumerate(pages):
+            if number and live.behind(time.time(), settings.data_driven_yield_seconds):
+                metrics.data_driven_yields.inc()
+                passes.defer(pages[number:])
+                break
             if await writer.call(passes.credit_page, page, current, watermark):
                 paths_written = True
         if not paths_written:

@@ -19,8 +19,10 @@ log = logging.getLogger(__name__)
 def register(topology: Topology) -> None:
     settings = topology.settings
     metrics = topology.metrics
-    # The data-driven models are credited from what this worker stored (docs/models.md).
-    datadriven.register(topology)
+    # The data-driven models are credited from what this worker stored (docs/models.md), and
+    # give way while the credits it stores wait too long.
+    live = datadriven.LiveLatency()
+    datadriven.register(topology, live)
 
     @topology.app.agent(topology.rows, name="clickhouse-sink")
     async def clickhouse_sink(stream: Any) -> None:
@@ -59,6 +61,8 @@ def register(topology: Topology) -> None:
             stored_at = time.time()
             for origin in origins:
                 metrics.credit_stored_latency.observe(stored_at - origin)
+            if origins:
+                live.saved(stored_at, min(origins))
             metrics.sink_batch_rows.observe(batch_rows)
             by_table: Counter[str] = Counter()
             for block in batch:

@@ -189,6 +189,9 @@ class DataDrivenSink:
     # Whether the orders split as linear for want of weights were all looked for (see
     # REWEIGH_ORDERS_SQL): only once per worker, as no new one appears once a version exists.
     unweighed_swept: bool = False
+    # Orders of a pass that gave way to live traffic before crediting them: first in the next.
+    # Only in memory: a restarted worker finds them again, after the last order it credited.
+    deferred: list[str] = field(default_factory=list)
     _weights: dict[int, Weights] = field(default_factory=lambda: {0: NO_WEIGHTS})
 
     def watermark(self, now: datetime) -> datetime | None:
@@ -265,10 +268,12 @@ class DataDrivenSink:
         return sum(self.credit_page(page, current, watermark) for page in pages)
 
     def orders_to_credit(self, watermark: datetime) -> tuple[Weights, list[list[str]]]:
-        """The current weights, and the orders that changed or need them in pages of
-        ORDERS_PER_READ: the worker credits one page per call on the writer's thread, so the
-        sink's inserts go on between pages."""
+        """The current weights, and the orders deferred by the last pass, then those that
+        changed or need the weights, in pages of ORDERS_PER_READ: the worker credits one page
+        per call on the writer's thread, so the sink's inserts go on between pages."""
         current = self.current_weights()
+        order_ids, self.deferred = self.deferred, []
+        room = ORDERS_PER_PASS - len(order_ids)
         if self.changed_since is None:
             _, [[last_credited]] = self.writer.query(LAST_CREDITED_SQL)
             last_credited = _utc(last_credited)
@@ -277,15 +282,15 @@ class DataDrivenSink:
         since, after = self.changed_since
         _, changed = self.writer.query(
             CHANGED_ORDERS_SQL,
-            parameters={"since": _naive(since), "after": after, "limit": ORDERS_PER_PASS},
+            parameters={"since": _naive(since), "after": after, "limit": room},
         )
-        order_ids = [order_id for order_id, _ in changed]
-        if len(changed) == ORDERS_PER_PASS:
+        order_ids += [order_id for order_id, _ in changed]
+        if changed and len(changed) == room:
             self.changed_since = (_utc(changed[-1][1]), changed[-1][0])
         elif changed:
             # Caught up: look a little behind next time for rows that became visible late.
             self.changed_since = (_utc(changed[-1][1]) - WRITTEN_AT_MARGIN, "")
-        room = ORDERS_PER_PASS - len(changed)
+        room -= len(changed)
         if self.reweighed_version < current.version and room > 0:
             order_ids += self._orders_to_reweigh(current.version, watermark, room)
         unique = list(dict.fromkeys(order_ids))
@@ -294,6 +299,10 @@ class DataDrivenSink:
             for start in range(0, len(unique), ORDERS_PER_READ)
         ]
         return current, pages
+
+    def defer(self, pages: Sequence[Sequence[str]]) -> None:
+        """Keep the orders of pages a pass did not credit for the next pass."""
+        self.deferred = [order_id for page in pages for order_id in page]
 
     def _orders_to_reweigh(self, version: int, watermark: datetime, limit: int) -> list[str]:
         """The next orders (by id) split by weights older than `version` that it should split."""

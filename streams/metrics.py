@@ -169,6 +169,12 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        self.data_driven_yields = Counter(
+            "attribution_data_driven_yields",
+            "Data-driven passes that stopped after a page because live credits waited longer "
+            "than ATTRIBUTION_DATA_DRIVEN_YIELD_SECONDS (the rest is credited in later passes).",
+            registry=registry,
+        )
         self.credited_revenue = Gauge(
             "attribution_credited_revenue",
             "Net revenue credited to influencers (final state), by model, tier, platform.",
