@@ -3,9 +3,11 @@ credits orders under `markov` and `shapley` (sinks/datadriven.py; docs/models.md
 
 One timer does it all, so the passes never overlap: every tick writes the paths that closed and
 credits the orders that changed, a page at a time. Live traffic comes first: the pass shares the
-cores with the stages, so after its first page it stops for the tick while the sink's newest
-credits waited longer than `data_driven_yield_seconds` (`LiveLatency`); the rest waits for a
-tick with room, so a backlog is caught up later but never starved (a page every tick).
+cores with the stages, so after each page it stops crediting for the tick while the oldest
+credit of the sink's latest save waited longer than `data_driven_yield_seconds`
+(`LiveLatency`); the rest waits for a tick with room, so a backlog is caught up later but never
+starved (a page every tick). Paths and weights do not give way: the path pass reads and writes
+at most a week of clicks, and the weights are computed at most hourly once a version exists.
 
 The weights are computed when paths were written since the last computation (or at the first
 tick): at once while no version exists, so orders are split by real weights as soon as there
@@ -74,14 +76,13 @@ def register(topology: Topology, live: LiveLatency) -> None:
             return
         if await passes.write_closed_paths(watermark):
             paths_written = True
-        current, pages = await writer.call(passes.orders_to_credit, watermark)
-        for number, page in enumerate(pages):
-            if number and live.behind(time.time(), settings.data_driven_yield_seconds):
-                metrics.data_driven_yields.inc()
-                passes.defer(pages[number:])
-                break
-            if await writer.call(passes.credit_page, page, current, watermark):
-                paths_written = True
+        credited, gave_way = await passes.credit_orders(
+            watermark, lambda: live.behind(time.time(), settings.data_driven_yield_seconds)
+        )
+        if gave_way:
+            metrics.data_driven_yields.inc()
+        if credited:
+            paths_written = True
         if not paths_written:
             return
         current = await writer.call(passes.current_weights)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -82,7 +82,8 @@ CHANGED_ORDERS_SQL = """
     GROUP BY order_id HAVING (written, order_id) > ({since:DateTime64(3)}, {after:String})
     ORDER BY written, order_id LIMIT {limit:UInt32}
 """
-# Where a restarted worker resumes: the linear rows of the orders it credited last.
+# Where a restarted worker resumes: the cursor position of the changed orders it credited last
+# (orders are credited in cursor order, those set aside first, so none read later is skipped).
 LAST_CREDITED_SQL = "SELECT max(linear_written_at) FROM journey_paths WHERE converted"
 # Orders split by older weights than `version`: those of the reweigh window, and those split as
 # linear for want of weights (weights version 0) whatever their age, which are looked for over
@@ -172,9 +173,10 @@ class DataDrivenSink:
     """The passes, with what they remember between ticks (all of it can be lost: a restarted
     worker starts again from what ClickHouse holds).
 
-    `watermark` and `credit_orders` block and are run on the writer's thread by the caller;
-    `write_closed_paths` and `compute_weights` are coroutines that put their work on that thread
-    themselves; the weights are computed on another (they hold no personal data)."""
+    `watermark` and `current_weights` block and are run on the writer's thread by the caller;
+    `credit_orders`, `write_closed_paths` and `compute_weights` are coroutines that put their
+    work on that thread themselves; the weights are computed on another (they hold no personal
+    data)."""
 
     writer: ClickHouseWriter
     rules: Rules
@@ -189,9 +191,13 @@ class DataDrivenSink:
     # Whether the orders split as linear for want of weights were all looked for (see
     # REWEIGH_ORDERS_SQL): only once per worker, as no new one appears once a version exists.
     unweighed_swept: bool = False
-    # Orders of a pass that gave way to live traffic before crediting them: first in the next.
-    # Only in memory: a restarted worker finds them again, after the last order it credited.
+    # Orders a pass read but did not credit (it gave way to live traffic, or a page failed):
+    # first in the next pass. Only in memory: a restarted worker reads the changed orders again
+    # from the last one it credited (LAST_CREDITED_SQL).
     deferred: list[str] = field(default_factory=list)
+    # The (written_at) position at which the changed orders' cursor read each order not yet
+    # credited: what its converting path records as `linear_written_at` (LAST_CREDITED_SQL).
+    read_at: dict[str, datetime] = field(default_factory=dict)
     _weights: dict[int, Weights] = field(default_factory=lambda: {0: NO_WEIGHTS})
 
     def watermark(self, now: datetime) -> datetime | None:
@@ -262,17 +268,31 @@ class DataDrivenSink:
 
     # --- credit rows -----------------------------------------------------------------------
 
-    def credit_orders(self, watermark: datetime) -> int:
-        """Credit the orders that changed or need the current weights; return how many."""
-        current, pages = self.orders_to_credit(watermark)
-        return sum(self.credit_page(page, current, watermark) for page in pages)
+    async def credit_orders(
+        self, watermark: datetime, give_way: Callable[[], bool] = lambda: False
+    ) -> tuple[int, bool]:
+        """Credit the orders deferred by the last pass, then those that changed or need the
+        current weights, a page per call on the writer's thread so that the sink's inserts go on
+        between pages; after each page but the last, stop if `give_way()`. The orders not
+        credited, a failed page's included, come first in the next pass.
+        Return how many orders were credited, and whether the pass gave way."""
+        current, pages = await self.writer.call(self.orders_to_credit, watermark)
+        self.deferred = [order_id for page in pages for order_id in page]
+        credited = 0
+        for number, page in enumerate(pages):
+            if number and give_way():
+                return credited, True
+            credited += await self.writer.call(self.credit_page, page, current, watermark)
+            del self.deferred[: len(page)]
+        return credited, False
 
     def orders_to_credit(self, watermark: datetime) -> tuple[Weights, list[list[str]]]:
         """The current weights, and the orders deferred by the last pass, then those that
-        changed or need the weights, in pages of ORDERS_PER_READ: the worker credits one page
-        per call on the writer's thread, so the sink's inserts go on between pages."""
+        changed or need the weights, in pages of ORDERS_PER_READ. The cursors move only once
+        every read has succeeded."""
         current = self.current_weights()
-        order_ids, self.deferred = self.deferred, []
+        order_ids = list(self.deferred)
+        # At most a pass's orders but its first page are ever deferred: room is a page or more.
         room = ORDERS_PER_PASS - len(order_ids)
         if self.changed_since is None:
             _, [[last_credited]] = self.writer.query(LAST_CREDITED_SQL)
@@ -284,25 +304,22 @@ class DataDrivenSink:
             CHANGED_ORDERS_SQL,
             parameters={"since": _naive(since), "after": after, "limit": room},
         )
-        order_ids += [order_id for order_id, _ in changed]
+        for order_id, written in changed:
+            order_ids.append(order_id)
+            self.read_at.setdefault(order_id, _utc(written))
+        if self.reweighed_version < current.version and len(changed) < room:
+            order_ids += self._orders_to_reweigh(current.version, watermark, room - len(changed))
         if changed and len(changed) == room:
             self.changed_since = (_utc(changed[-1][1]), changed[-1][0])
         elif changed:
             # Caught up: look a little behind next time for rows that became visible late.
             self.changed_since = (_utc(changed[-1][1]) - WRITTEN_AT_MARGIN, "")
-        room -= len(changed)
-        if self.reweighed_version < current.version and room > 0:
-            order_ids += self._orders_to_reweigh(current.version, watermark, room)
         unique = list(dict.fromkeys(order_ids))
         pages = [
             unique[start : start + ORDERS_PER_READ]
             for start in range(0, len(unique), ORDERS_PER_READ)
         ]
         return current, pages
-
-    def defer(self, pages: Sequence[Sequence[str]]) -> None:
-        """Keep the orders of pages a pass did not credit for the next pass."""
-        self.deferred = [order_id for page in pages for order_id in page]
 
     def _orders_to_reweigh(self, version: int, watermark: datetime, limit: int) -> list[str]:
         """The next orders (by id) split by weights older than `version` that it should split."""
@@ -334,14 +351,9 @@ class DataDrivenSink:
             ORDER_ROWS_SQL, parameters={"orders": list(order_ids), "models": list(_MODELS)}
         )
         by_order: dict[str, list[CreditRow]] = defaultdict(list)
-        linear_written_at: dict[str, datetime] = {}
-        for *values, written_at in rows:
+        for *values, _written_at in rows:
             row = _credit_row(values)
             by_order[row.order_id].append(row)
-            if row.model == Model.LINEAR:
-                linear_written_at[row.order_id] = max(
-                    _utc(written_at), linear_written_at.get(row.order_id, EPOCH)
-                )
         paths: list[list[Any]] = []
         derived: list[CreditRow] = []
         for order_id in order_ids:
@@ -360,11 +372,16 @@ class DataDrivenSink:
             rows_now = data_driven_rows(linear, weights, credited_before)
             if _split_unchanged(linear[0], stored, rows_now):
                 continue
-            paths.append([*_path_values(converting_path(linear)), linear_written_at[order_id]])
+            # Where the changed orders' cursor read it, not when its rows last changed: an
+            # order restated while deferred must not move a restart past orders still deferred.
+            read_at = self.read_at.get(order_id, EPOCH)
+            paths.append([*_path_values(converting_path(linear)), read_at])
             derived += rows_now
         # The path first: should the worker stop in between, the order is credited again.
         self.writer.insert_columns("journey_paths", paths, list(CONVERTING_PATH_COLUMNS))
         self.writer.insert_rows_now(derived)
+        for order_id in order_ids:
+            self.read_at.pop(order_id, None)
         return len(paths)
 
     def _weights_for(

@@ -4,7 +4,7 @@ The pipeline's objects (journeys, visitors, ledgers, rows, commands) form no ref
 reference counting frees them. The cyclic collector still walks every tracked object it holds
 whenever allocations outnumber frees, and a batch run that builds the state of a whole history
 allocates far more than it frees, so the walks grow with the history (a third of a scenario's
-time in the session 16 profile, docs/benchmarks.md).
+time in the session 16 profile, docs/benchmarks.md) and free nothing.
 """
 
 from __future__ import annotations
@@ -26,14 +26,18 @@ def freeze_startup_heap() -> None:
 
 @contextmanager
 def cyclic_collection_paused() -> Iterator[None]:
-    """A batch attribution without the cyclic collector's walks. Cycles it made would wait for
-    the collector's next run after it; tests/unit/test_scenarios.py checks it makes none, so the
-    run's memory is what it is with the collector on. No collection is forced at the end: it
-    would walk the whole history once more (0.8 s of a 1M-event scenario's 3.3 s read)."""
+    """A batch command's work without the cyclic collector's walks, for batch commands only.
+
+    What the work built is frozen at the end (`gc.freeze`): with the collector back on, its
+    first collections would otherwise walk all of it once more, and again at each older
+    generation. Frozen objects are still freed by reference counting; a cycle among them would
+    never be, so this is only for work that makes none (tests/unit/test_scenarios.py checks
+    that attributing a part makes none)."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
+        gc.freeze()
         if was_enabled:
             gc.enable()

@@ -6,6 +6,7 @@ re-delivery) and include a restatement (a refund), so exact sums prove FINAL-sta
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Iterator
@@ -137,7 +138,7 @@ def analytics(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseWr
     data_driven = DataDrivenSink(writer, Rules(), timedelta(days=90), timedelta(days=30))
     watermark = data_driven.watermark(datetime.now(UTC))
     assert watermark is not None
-    data_driven.credit_orders(watermark)
+    asyncio.run(data_driven.credit_orders(watermark))
     yield writer
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from attribution.datadriven_credits import path_id
 from attribution.replay import LocalPipeline
@@ -131,9 +132,10 @@ class Story:
     paths_after_rerun: list[list[Any]]
     kpis: list[list[Any]]
     erased_paths: list[list[Any]]
-    passes_giving_way: tuple[int, int]
-    """Passes of one order each (the others deferred) that credited the June orders before
-    any weights, and those that restated the orders of the window to the second version."""
+    orders_credited_giving_way: tuple[int, int, int]
+    """Orders credited by passes of one order each, the others deferred: after a pass whose
+    second page failed, before and after a restart (before any weights); and the orders of the
+    window restated to the second version."""
 
 
 def at(text: str) -> datetime:
@@ -213,21 +215,47 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
                 if passes.paths_until == until:
                     return
 
-        def credit_giving_way(passes: DataDrivenSink) -> int:
-            """Credit as a worker whose live traffic is always behind does: a page of one
-            order per pass, the rest deferred to the next, until every page read has had its
-            turn without anything to write; return the orders credited."""
-            credited = idle = 0
+        def credit(passes: DataDrivenSink) -> None:
+            asyncio.run(passes.credit_orders(watermark()))
+
+        def give_way(passes: DataDrivenSink) -> int:
+            """One pass of a worker whose live traffic is always behind: a page of one order,
+            the rest deferred to the next pass; return the orders it credited."""
             with pytest.MonkeyPatch.context() as patch:
                 patch.setattr(datadriven, "ORDERS_PER_READ", 1)
-                while True:
-                    current, pages = passes.orders_to_credit(watermark())
-                    written = passes.credit_page(pages[0], current, watermark()) if pages else 0
-                    passes.defer(pages[1:])
-                    credited += written
-                    idle = 0 if written else idle + 1
-                    if idle > len(pages):
-                        return credited
+                credited, _ = asyncio.run(passes.credit_orders(watermark(), lambda: True))
+            return credited
+
+        def credit_giving_way(passes: DataDrivenSink) -> int:
+            """Passes that give way until every page read has had its turn with nothing to
+            write; return the orders credited."""
+            credited = idle = 0
+            for _ in range(100):
+                deferred = len(passes.deferred)
+                written = give_way(passes)
+                credited += written
+                idle = 0 if written else idle + 1
+                if idle > max(deferred, 1):
+                    return credited
+            raise AssertionError("the deferred orders were never all credited")
+
+        def fail_second_page(passes: DataDrivenSink) -> None:
+            """A pass of one order a page whose second page the engine refuses."""
+            pages = 0
+            real_credit_page = passes.credit_page
+
+            def credit_page(*arguments: Any) -> int:
+                nonlocal pages
+                pages += 1
+                if pages == 2:
+                    raise ClickHouseError("the engine refused the page")
+                return real_credit_page(*arguments)
+
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(datadriven, "ORDERS_PER_READ", 1)
+                patch.setattr(passes, "credit_page", credit_page)
+                with pytest.raises(ClickHouseError):
+                    asyncio.run(passes.credit_orders(watermark()))
 
         def paths() -> list[list[Any]]:
             return [
@@ -249,7 +277,13 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
         # 2026-08-15: the June clicks' lookback, restatement window and lateness (51 days) have
         # passed; the paths pass walks there 7 days of clicks at a time.
         write_paths(sink)
-        passes_before_weights = credit_giving_way(sink)
+        # o1 is credited, o2's page fails: o2 to o4 are set aside. The next pass credits o2,
+        # then the worker restarts, losing what it set aside; the restarted one finds o3 and o4
+        # again in ClickHouse.
+        fail_second_page(sink)
+        credited_before_restart = give_way(sink)
+        sink = DataDrivenSink(writer, rules, timedelta(days=90), timedelta(days=30))
+        credited_after_restart = credit_giving_way(sink)
         paths_before_weights = paths()
         credits_before_weights, _ = credits(client)
         first = asyncio.run(sink.compute_weights(watermark(), NOW))
@@ -270,17 +304,17 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
                 and row.position > 2
             ),
         )
-        sink.credit_orders(watermark())
+        credit(sink)
         half_delivered, _ = credits(client)
         writer.insert_now([row.to_wire() for row in held])
-        sink.credit_orders(watermark())
+        credit(sink)
         credits_v1, _ = credits(client)
         deliver(REFUND)
-        sink.credit_orders(watermark())
+        credit(sink)
         credits_after_refund, _ = credits(client)
         # A new version: the 90.00 order's own path (cleo > anna > ben > ben) joins the window.
         second = asyncio.run(sink.compute_weights(watermark(), NOW))
-        passes_after_second = credit_giving_way(sink)
+        credited_after_second = credit_giving_way(sink)
         credits_after_second, reporting_after_second = credits(client)
         kpis = [
             list(row)
@@ -292,7 +326,7 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
         # A restarted sink resumes where the last one stopped and finds nothing to write.
         [[rows_before]] = client.query("SELECT count() FROM credits").result_rows
         restarted = DataDrivenSink(writer, rules, timedelta(days=90), timedelta(days=30))
-        restarted.credit_orders(watermark())
+        credit(restarted)
         [[rows_after]] = client.query("SELECT count() FROM credits").result_rows
         # The paths pass run again over all of June writes the same paths under the same ids.
         paths_before_rerun = paths()
@@ -325,7 +359,7 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
             paths_after_rerun,
             kpis,
             erased,
-            (passes_before_weights, passes_after_second),
+            (credited_before_restart, credited_after_restart, credited_after_second),
         )
     finally:
         client.close()
@@ -494,7 +528,7 @@ def test_an_erased_customer_s_paths_name_the_pseudonym(story: Story) -> None:
 def test_passes_that_give_way_to_live_traffic_credit_the_deferred_orders_later(
     story: Story,
 ) -> None:
-    # The June orders (o1 to o4) are credited one per pass, each deferred until its turn, and
-    # the second version restates o5 alone (June is outside the reweigh window). The credits
-    # checked above before any weights and after the second version were written that way.
-    assert story.passes_giving_way == (4, 1)
+    # o2 from the failed page, then o3 and o4 by the restarted sink; the second version
+    # restates o5 alone (June is outside the reweigh window). The credits checked above before
+    # any weights and after the second version were written that way.
+    assert story.orders_credited_giving_way == (1, 2, 1)
