@@ -82,8 +82,9 @@ CHANGED_ORDERS_SQL = """
     GROUP BY order_id HAVING (written, order_id) > ({since:DateTime64(3)}, {after:String})
     ORDER BY written, order_id LIMIT {limit:UInt32}
 """
-# Where a restarted worker resumes: the cursor position of the changed orders it credited last
-# (orders are credited in cursor order, those set aside first, so none read later is skipped).
+# Where a restarted worker resumes: the earliest cursor position of the orders that were read
+# and not yet credited when it last credited a page, so none of them is skipped (paths of
+# orders credited with nothing waiting record 1970: a restart then reads more again).
 LAST_CREDITED_SQL = "SELECT max(linear_written_at) FROM journey_paths WHERE converted"
 # Orders split by older weights than `version`: those of the reweigh window, and those split as
 # linear for want of weights (weights version 0) whatever their age, which are looked for over
@@ -98,7 +99,7 @@ REWEIGH_ORDERS_SQL = """
     ORDER BY order_id LIMIT {limit:UInt32}
 """
 ORDER_ROWS_SQL = f"""
-    SELECT {", ".join(_CREDIT_COLUMNS)}, written_at FROM credits FINAL
+    SELECT {", ".join(_CREDIT_COLUMNS)} FROM credits FINAL
     WHERE order_id IN {{orders:Array(String)}} AND model IN {{models:Array(String)}}
         AND NOT is_deleted
     ORDER BY order_id, model, position, touchpoint_event_id
@@ -155,7 +156,7 @@ UNCREDITED_CLICKS_SQL = """
     )
 """
 PATH_COLUMNS = tuple(column.name for column in fields(JourneyPath))
-# A converting path also records when the order's linear rows were stored (LAST_CREDITED_SQL).
+# A converting path also records where a restart may resume crediting (LAST_CREDITED_SQL).
 CONVERTING_PATH_COLUMNS = (*PATH_COLUMNS, "linear_written_at")
 
 
@@ -196,7 +197,7 @@ class DataDrivenSink:
     # from the last one it credited (LAST_CREDITED_SQL).
     deferred: list[str] = field(default_factory=list)
     # The (written_at) position at which the changed orders' cursor read each order not yet
-    # credited: what its converting path records as `linear_written_at` (LAST_CREDITED_SQL).
+    # credited; the earliest is what converting paths record as `linear_written_at`.
     read_at: dict[str, datetime] = field(default_factory=dict)
     _weights: dict[int, Weights] = field(default_factory=lambda: {0: NO_WEIGHTS})
 
@@ -282,7 +283,12 @@ class DataDrivenSink:
         for number, page in enumerate(pages):
             if number and give_way():
                 return credited, True
-            credited += await self.writer.call(self.credit_page, page, current, watermark)
+            try:
+                credited += await self.writer.call(self.credit_page, page, current, watermark)
+            except Exception:
+                # Retried last: a page the engine keeps refusing must not hold up the others.
+                self.deferred = self.deferred[len(page) :] + self.deferred[: len(page)]
+                raise
             del self.deferred[: len(page)]
         return credited, False
 
@@ -292,7 +298,7 @@ class DataDrivenSink:
         every read has succeeded."""
         current = self.current_weights()
         order_ids = list(self.deferred)
-        # At most a pass's orders but its first page are ever deferred: room is a page or more.
+        # No room (a pass whose first page failed) reads no new order: LIMIT 0.
         room = ORDERS_PER_PASS - len(order_ids)
         if self.changed_since is None:
             _, [[last_credited]] = self.writer.query(LAST_CREDITED_SQL)
@@ -351,9 +357,14 @@ class DataDrivenSink:
             ORDER_ROWS_SQL, parameters={"orders": list(order_ids), "models": list(_MODELS)}
         )
         by_order: dict[str, list[CreditRow]] = defaultdict(list)
-        for *values, _written_at in rows:
+        for values in rows:
             row = _credit_row(values)
             by_order[row.order_id].append(row)
+        # Where a restart may resume once these paths are stored: the earliest cursor position
+        # of every order read and not yet credited, this page's included. Not when an order's
+        # rows last changed: an order restated while set aside, a page retried last after a
+        # failure, or a stop between the two inserts below must not move a restart past any.
+        resume_from = min(self.read_at.values(), default=EPOCH)
         paths: list[list[Any]] = []
         derived: list[CreditRow] = []
         for order_id in order_ids:
@@ -372,10 +383,7 @@ class DataDrivenSink:
             rows_now = data_driven_rows(linear, weights, credited_before)
             if _split_unchanged(linear[0], stored, rows_now):
                 continue
-            # Where the changed orders' cursor read it, not when its rows last changed: an
-            # order restated while deferred must not move a restart past orders still deferred.
-            read_at = self.read_at.get(order_id, EPOCH)
-            paths.append([*_path_values(converting_path(linear)), read_at])
+            paths.append([*_path_values(converting_path(linear)), resume_from])
             derived += rows_now
         # The path first: should the worker stop in between, the order is credited again.
         self.writer.insert_columns("journey_paths", paths, list(CONVERTING_PATH_COLUMNS))

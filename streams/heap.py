@@ -26,14 +26,17 @@ def freeze_startup_heap() -> None:
 
 @contextmanager
 def cyclic_collection_paused() -> Iterator[None]:
-    """A batch command's work without the cyclic collector's walks, for batch commands only.
+    """A batch command's work without the cyclic collector's walks; for the entry points of
+    batch commands only (`gc.disable` holds for every thread of the process).
 
-    What the work built is frozen at the end (`gc.freeze`): with the collector back on, its
-    first collections would otherwise walk all of it once more, and again at each older
-    generation. Frozen objects are still freed by reference counting; a cycle among them would
-    never be, so this is only for work that makes none (tests/unit/test_scenarios.py checks
-    that attributing a part makes none)."""
+    Garbage from before is collected first; at the end everything alive is frozen (`gc.freeze`):
+    with the collector back on, its first collections would otherwise walk all the work built
+    once more, and again at each older generation. Frozen objects are still freed by reference
+    counting; a cycle among them never is, so the work must make none
+    (tests/unit/test_scenarios.py checks that attributing a part makes none)."""
     was_enabled = gc.isenabled()
+    if was_enabled:
+        gc.collect()
     gc.disable()
     try:
         yield

@@ -39,6 +39,29 @@ def test_a_pause_leaves_a_collector_that_was_off_off() -> None:
 
 @pytest.mark.usefixtures("collector_restored")
 def test_what_the_paused_work_built_is_not_walked_again() -> None:
+    gc.enable()
     with cyclic_collection_paused():
-        built = [[number] for number in range(10_000)]
-    assert gc.get_freeze_count() >= len(built)
+        built = [[number] for number in range(1_000)]
+    walked = {id(tracked) for tracked in gc.get_objects()}
+    assert not any(id(item) in walked for item in built)
+
+
+@pytest.mark.usefixtures("collector_restored")
+def test_garbage_from_before_the_pause_is_collected_not_frozen() -> None:
+    gc.enable()
+    collections: list[int] = []
+
+    def record(phase: str, info: dict[str, int]) -> None:
+        if phase == "stop":
+            collections.append(info["collected"])
+
+    cycle: list[object] = []
+    cycle.append(cycle)
+    del cycle
+    gc.callbacks.append(record)
+    try:
+        with cyclic_collection_paused():
+            pass
+    finally:
+        gc.callbacks.remove(record)
+    assert collections and collections[0] >= 1
