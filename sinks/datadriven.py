@@ -275,7 +275,7 @@ class DataDrivenSink:
         """Credit the orders deferred by the last pass, then those that changed or need the
         current weights, a page per call on the writer's thread so that the sink's inserts go on
         between pages; after each page but the last, stop if `give_way()`. The orders not
-        credited, a failed page's included, come first in the next pass.
+        credited come first in the next pass, a failed page's after the others.
         Return how many orders were credited, and whether the pass gave way."""
         current, pages = await self.writer.call(self.orders_to_credit, watermark)
         self.deferred = [order_id for page in pages for order_id in page]
