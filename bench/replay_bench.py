@@ -68,7 +68,7 @@ def main() -> None:
     generated = time.perf_counter() - began
     catalog = storefront.static_catalog()
 
-    # Paused as `attribution replay` pauses it; each phase's final collection is timed.
+    # Paused as `attribution replay` pauses it; the pause's collection and freeze are timed.
     began = time.perf_counter()
     with cyclic_collection_paused():
         parsed = [decode_event(line) for line in lines]

@@ -82,8 +82,8 @@ class Settings(BaseModel):
     # weights version reweighs orders (older ones keep the version they were credited with).
     data_driven: bool = True
     data_driven_interval_seconds: float = Field(default=5.0, gt=0)
-    # Live traffic first: a pass credits one page of orders, then stops for the tick while the
-    # sink's latest save held a credit that waited longer than this (agents/datadriven.py).
+    # Live traffic first: after each page of orders, a pass stops for the tick while the sink's
+    # latest save held a credit that waited longer than this (agents/datadriven.py).
     data_driven_yield_seconds: float = Field(default=1.0, gt=0)
     weights_interval_seconds: float = Field(default=3600.0, gt=0)
     weights_window_days: float = Field(default=90, gt=0)
