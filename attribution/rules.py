@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+
+from attribution.values import immutable
 
 
 class CodePolicy(StrEnum):
@@ -29,7 +30,7 @@ class ClickPolicy(StrEnum):
     """Invalid and suspicious clicks earn nothing."""
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Rules:
     lookback: timedelta = timedelta(days=30)
     half_life: timedelta = timedelta(days=7)

@@ -16,7 +16,7 @@ import sys
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime
 from decimal import Context, Decimal
 from multiprocessing import get_context
@@ -511,9 +511,9 @@ def write_chart(comparison: Comparison, out: Path, scenario_label: str) -> None:
 def describe(overrides: Overrides) -> str:
     """The scenario's changes as the options that make them."""
     changes = [
-        f"{name.replace('_days', '').replace('_', '-')} {value}"
-        for name, value in vars(overrides).items()
-        if value is not None
+        f"{option.name.replace('_days', '').replace('_', '-')} {value}"
+        for option in fields(overrides)
+        if (value := getattr(overrides, option.name)) is not None
     ]
     return "scenario (" + ", ".join(changes) + ")" if changes else "scenario (no change)"
 
