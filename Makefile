@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: bench setup demo test unit lint typecheck services-start services-stop services-status replay-example clean
+.PHONY: bench setup demo test test-compiled wheel unit lint typecheck services-start services-stop services-status replay-example clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -22,6 +22,13 @@ test: setup                          ## lint, types, unit + integration tests on
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	devstack/with-services $(BIN)/python -m pytest
+	tests/run-compiled
+
+test-compiled: $(VENV)/.installed    ## the unit suite against the compiled wheel the image ships
+	tests/run-compiled
+
+wheel: $(VENV)/.installed            ## dist/*.whl with the attribution core compiled by mypyc
+	ATTRIBUTION_COMPILE=1 $(BIN)/pip wheel -q --no-deps --no-build-isolation -w dist .
 
 unit: $(VENV)/.installed             ## the pure core only, no services
 	$(BIN)/python -m pytest tests/unit attribution schemas
