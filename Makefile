@@ -28,6 +28,7 @@ test-compiled: $(VENV)/.installed    ## the unit suite against the compiled whee
 	tests/run-compiled
 
 wheel: $(VENV)/.installed            ## dist/*.whl with the attribution core compiled by mypyc
+	rm -rf build dist
 	ATTRIBUTION_COMPILE=1 $(BIN)/pip wheel -q --no-deps --no-build-isolation -w dist .
 
 unit: $(VENV)/.installed             ## the pure core only, no services

@@ -1,5 +1,5 @@
 """The build. Pure Python unless ATTRIBUTION_COMPILE=1, which compiles the attribution core with
-mypyc (about a third more events per CPU second, docs/benchmarks.md); the wheel and the image are
+mypyc (a third to a half more events/s, docs/benchmarks.md); the wheel and the image are
 built that way, with mypy installed and `--no-build-isolation`."""
 
 import os
