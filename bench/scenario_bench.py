@@ -24,6 +24,7 @@ from attribution.rules import CodePolicy
 from attribution.scenario import Overrides, compared_models
 from schemas.catalog import read_catalog_dir
 from simulation.storefront import Storefront
+from streams.heap import cyclic_collection_paused
 from streams.scenario import contracts_of, read_history_file, run_history
 from streams.settings import Settings
 
@@ -44,13 +45,15 @@ def measure(history: Path, catalog: Path, processes: int) -> tuple[int, float, f
     settings = Settings(pii_salt="bench")
     scenario = Overrides(lookback_days=14, code_policy=CodePolicy.LINK_WINS)
     started = time.perf_counter()
-    loaded = read_history_file(history)
-    files = read_catalog_dir(catalog)
-    read = time.perf_counter()
-    models = compared_models(Model.LAST_CLICK, contracts_of(files, settings.reporting_currency))
-    run_history(
-        loaded, files, settings, scenario.applied_to(settings.rules), processes, models=models
-    )
+    # Paused as the command pauses it.
+    with cyclic_collection_paused():
+        loaded = read_history_file(history)
+        files = read_catalog_dir(catalog)
+        read = time.perf_counter()
+        models = compared_models(Model.LAST_CLICK, contracts_of(files, settings.reporting_currency))
+        run_history(
+            loaded, files, settings, scenario.applied_to(settings.rules), processes, models=models
+        )
     done = time.perf_counter()
     return len(loaded.lines), done - started, done - read
 

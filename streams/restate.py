@@ -35,6 +35,7 @@ from attribution.rows import CreditRow, OrderRow
 from schemas.catalog import CatalogError
 from sinks.clickhouse import ClickHouseWriter, connect
 from sinks.migrations import migrate
+from streams.heap import cyclic_collection_paused
 from streams.scenario import first_line, load_history, report_outcome, run_history
 from streams.settings import ENV_PREFIX, Settings
 
@@ -383,6 +384,7 @@ def _prepare(settings: Settings, adopted: Settings) -> tuple[int, tuple[Any, int
         client.close()
 
 
+@cyclic_collection_paused()
 def run_restate(settings: Settings, path: Path, processes: int) -> int:
     try:
         adopted = adopted_settings(read_env_file(path))

@@ -91,7 +91,6 @@ class History:
         self.payloads.append(payload)
 
 
-@cyclic_collection_paused()
 def read_history_file(path: Path) -> History:
     """A JSON-lines file's events in file order; lines that are not JSON objects are listed in
     `invalid` (invalid events are found, and listed, when they are attributed)."""
@@ -174,7 +173,6 @@ def _clicks(client: Client) -> Iterable[tuple[datetime, dict[str, Any]]]:
         yield at, {key: value for key, value in event.items() if value is not None}
 
 
-@cyclic_collection_paused()
 def history_from_clickhouse(client: Client, reporting_currency: str) -> History:
     """The events the raw tables keep, by event time: clicks, identity links (those that came
     with a click are the click), orders, code redemptions and every refund decided."""
@@ -308,7 +306,8 @@ class PartTask:
 
 @cyclic_collection_paused()
 def attribute_task(task: PartTask) -> tuple[PartOutcome, list[str]]:
-    """A part decoded and attributed; its invalid events as (origin: error) lines."""
+    """A part decoded and attributed; its invalid events as (origin: error) lines. The entry
+    point of a part's process, so paused as a batch command's."""
     catalog = to_static_catalog(task.catalog, task.reporting_currency)
     invalid = []
     events = []
@@ -350,12 +349,11 @@ def run_history(
     key = settings.pii_key if pii_key is None else pii_key
     today = settings.rules
     reach = max(today.traffic_reach, scenario.traffic_reach) if key else None
-    with cyclic_collection_paused():
-        parts = (
-            split_by_identity(history.payloads, processes, reach)
-            if processes > 1
-            else [list(range(len(history.lines)))]
-        )
+    parts = (
+        split_by_identity(history.payloads, processes, reach)
+        if processes > 1
+        else [list(range(len(history.lines)))]
+    )
     tasks = [
         PartTask(
             [history.lines[index] for index in part],
@@ -581,6 +579,7 @@ def report_outcome(invalid: Sequence[str], outcome: PartOutcome) -> None:
         )
 
 
+@cyclic_collection_paused()
 def run_scenario(
     settings: Settings,
     overrides: Overrides,
