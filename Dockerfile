@@ -11,8 +11,9 @@ COPY streams streams
 COPY agents agents
 COPY sinks sinks
 COPY simulation simulation
+COPY deploy/build-wheel deploy/build-wheel
 RUN pip install --no-cache-dir mypy==2.4.1 setuptools==80.9.0 . \
-    && ATTRIBUTION_COMPILE=1 pip wheel --no-cache-dir --no-build-isolation -w /wheels .
+    && deploy/build-wheel /wheels --no-cache-dir
 
 FROM python:3.11-slim-bookworm
 COPY --from=build /wheels /wheels
