@@ -192,13 +192,13 @@ class DataDrivenSink:
     # Whether the orders split as linear for want of weights were all looked for (see
     # REWEIGH_ORDERS_SQL): only once per worker, as no new one appears once a version exists.
     unweighed_swept: bool = False
-    # Orders a pass read but did not credit (it gave way to live traffic, or a page failed):
-    # first in the next pass. Only in memory: a restarted worker reads the changed orders again
+    # Orders read and not yet credited, in the order they are credited: a pass that gives way
+    # to live traffic, or whose page fails, leaves them first for the next. Each with the
+    # (written_at) position at which the changed orders' cursor read it (None: read as needing
+    # the current weights); the earliest is what converting paths record as
+    # `linear_written_at`. Only in memory: a restarted worker reads the changed orders again
     # from the last one it credited (LAST_CREDITED_SQL).
-    deferred: list[str] = field(default_factory=list)
-    # The (written_at) position at which the changed orders' cursor read each order not yet
-    # credited; the earliest is what converting paths record as `linear_written_at`.
-    read_at: dict[str, datetime] = field(default_factory=dict)
+    waiting: dict[str, datetime | None] = field(default_factory=dict)
     _weights: dict[int, Weights] = field(default_factory=lambda: {0: NO_WEIGHTS})
 
     def watermark(self, now: datetime) -> datetime | None:
@@ -278,7 +278,6 @@ class DataDrivenSink:
         credited come first in the next pass, a failed page's after the others.
         Return how many orders were credited, and whether the pass gave way."""
         current, pages = await self.writer.call(self.orders_to_credit, watermark)
-        self.deferred = [order_id for page in pages for order_id in page]
         credited = 0
         for number, page in enumerate(pages):
             if number and give_way():
@@ -287,9 +286,11 @@ class DataDrivenSink:
                 credited += await self.writer.call(self.credit_page, page, current, watermark)
             except Exception:
                 # Retried last: a page the engine keeps refusing must not hold up the others.
-                self.deferred = self.deferred[len(page) :] + self.deferred[: len(page)]
+                for order_id in page:
+                    self.waiting[order_id] = self.waiting.pop(order_id)
                 raise
-            del self.deferred[: len(page)]
+            for order_id in page:
+                del self.waiting[order_id]
         return credited, False
 
     def orders_to_credit(self, watermark: datetime) -> tuple[Weights, list[list[str]]]:
@@ -297,9 +298,8 @@ class DataDrivenSink:
         changed or need the weights, in pages of ORDERS_PER_READ. The cursors move only once
         every read has succeeded."""
         current = self.current_weights()
-        order_ids = list(self.deferred)
         # No room (a pass whose first page failed) reads no new order: LIMIT 0.
-        room = ORDERS_PER_PASS - len(order_ids)
+        room = ORDERS_PER_PASS - len(self.waiting)
         if self.changed_since is None:
             _, [[last_credited]] = self.writer.query(LAST_CREDITED_SQL)
             last_credited = _utc(last_credited)
@@ -311,19 +311,22 @@ class DataDrivenSink:
             parameters={"since": _naive(since), "after": after, "limit": room},
         )
         for order_id, written in changed:
-            order_ids.append(order_id)
-            self.read_at.setdefault(order_id, _utc(written))
+            if self.waiting.get(order_id) is None:
+                self.waiting[order_id] = _utc(written)
         if self.reweighed_version < current.version and len(changed) < room:
-            order_ids += self._orders_to_reweigh(current.version, watermark, room - len(changed))
+            for order_id in self._orders_to_reweigh(
+                current.version, watermark, room - len(changed)
+            ):
+                self.waiting.setdefault(order_id, None)
         if changed and len(changed) == room:
             self.changed_since = (_utc(changed[-1][1]), changed[-1][0])
         elif changed:
             # Caught up: look a little behind next time for rows that became visible late.
             self.changed_since = (_utc(changed[-1][1]) - WRITTEN_AT_MARGIN, "")
-        unique = list(dict.fromkeys(order_ids))
+        waiting = list(self.waiting)
         pages = [
-            unique[start : start + ORDERS_PER_READ]
-            for start in range(0, len(unique), ORDERS_PER_READ)
+            waiting[start : start + ORDERS_PER_READ]
+            for start in range(0, len(waiting), ORDERS_PER_READ)
         ]
         return current, pages
 
@@ -364,7 +367,9 @@ class DataDrivenSink:
         # of every order read and not yet credited, this page's included. Not when an order's
         # rows last changed: an order restated while set aside, a page retried last after a
         # failure, or a stop between the two inserts below must not move a restart past any.
-        resume_from = min(self.read_at.values(), default=EPOCH)
+        resume_from = min(
+            (read_at for read_at in self.waiting.values() if read_at is not None), default=EPOCH
+        )
         paths: list[list[Any]] = []
         derived: list[CreditRow] = []
         for order_id in order_ids:
@@ -388,8 +393,6 @@ class DataDrivenSink:
         # The path first: should the worker stop in between, the order is credited again.
         self.writer.insert_columns("journey_paths", paths, list(CONVERTING_PATH_COLUMNS))
         self.writer.insert_rows_now(derived)
-        for order_id in order_ids:
-            self.read_at.pop(order_id, None)
         return len(paths)
 
     def _weights_for(

@@ -231,7 +231,7 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
             write; return the orders credited."""
             credited = idle = 0
             for _ in range(100):
-                deferred = len(passes.deferred)
+                deferred = len(passes.waiting)
                 written = give_way(passes)
                 credited += written
                 idle = 0 if written else idle + 1
