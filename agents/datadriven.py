@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sinks.datadriven import DataDrivenSink
-from streams.app import Topology
+from streams.app import ClickHouseHandle, Topology
+from streams.metrics import Metrics
+from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -50,53 +52,66 @@ class LiveLatency:
         return now - self.stored_at <= LIVE_SAVE_SECONDS and self.waited > budget
 
 
-def register(topology: Topology, live: LiveLatency) -> None:
-    settings = topology.settings
-    metrics = topology.metrics
-    if not settings.data_driven:
-        return
-    passes: DataDrivenSink | None = None
-    weights_due = 0.0  # monotonic time after which the weights may be computed again
-    # Whether paths were written since the weights were last computed; unknown at the start.
-    paths_written = True
+@dataclass
+class DataDrivenTicks:
+    """What the timer runs: one pass a tick, its state kept between ticks."""
 
-    async def data_driven_models() -> None:
-        nonlocal passes, weights_due, paths_written
-        writer = topology.clickhouse.writer()
-        if passes is None:
-            passes = DataDrivenSink(
+    settings: Settings
+    clickhouse: ClickHouseHandle
+    metrics: Metrics
+    live: LiveLatency
+    passes: DataDrivenSink | None = None
+    weights_due: float = 0.0  # monotonic time after which the weights may be computed again
+    # Whether paths were written since the weights were last computed; unknown at the start.
+    paths_written: bool = True
+
+    async def tick(self) -> None:
+        """One pass; a failure is logged and counted (`AttributionDataDrivenFailing` alerts on
+        it), and the next tick tries again: every pass can be repeated."""
+        try:
+            await self.data_driven_models()
+        except Exception:
+            self.metrics.data_driven_failures.inc()
+            log.exception("data-driven models not updated")
+
+    async def data_driven_models(self) -> None:
+        settings = self.settings
+        writer = self.clickhouse.writer()
+        if self.passes is None:
+            self.passes = DataDrivenSink(
                 writer,
                 settings.rules,
                 timedelta(days=settings.weights_window_days),
                 timedelta(days=settings.weights_reweigh_days),
             )
+        passes = self.passes
         now = datetime.now(UTC)
         watermark = await writer.call(passes.watermark, now)
         if watermark is None:
             return
         if await passes.write_closed_paths(watermark):
-            paths_written = True
+            self.paths_written = True
         credited, gave_way = await passes.credit_orders(
-            watermark, lambda: live.behind(time.time(), settings.data_driven_yield_seconds)
+            watermark, lambda: self.live.behind(time.time(), settings.data_driven_yield_seconds)
         )
         if gave_way:
-            metrics.data_driven_yields.inc()
+            self.metrics.data_driven_yields.inc()
         if credited:
-            paths_written = True
-        if not paths_written:
+            self.paths_written = True
+        if not self.paths_written:
             return
         current = await writer.call(passes.current_weights)
-        if current.version == 0 or time.monotonic() >= weights_due:
+        if current.version == 0 or time.monotonic() >= self.weights_due:
             await passes.compute_weights(watermark, now)
-            paths_written = False
-            weights_due = time.monotonic() + settings.weights_interval_seconds
+            self.paths_written = False
+            self.weights_due = time.monotonic() + settings.weights_interval_seconds
 
-    async def tick() -> None:
-        try:
-            await data_driven_models()
-        except Exception:  # the next tick tries again; every pass can be repeated
-            log.exception("data-driven models not updated")
 
+def register(topology: Topology, live: LiveLatency) -> None:
+    settings = topology.settings
+    if not settings.data_driven:
+        return
+    ticks = DataDrivenTicks(settings, topology.clickhouse, topology.metrics, live)
     topology.app.timer(interval=settings.data_driven_interval_seconds, name="data-driven-models")(
-        tick
+        ticks.tick
     )

@@ -175,6 +175,12 @@ class Metrics:
             "than ATTRIBUTION_DATA_DRIVEN_YIELD_SECONDS (the rest is credited in later passes).",
             registry=registry,
         )
+        self.data_driven_failures = Counter(
+            "attribution_data_driven_failures",
+            "Data-driven ticks that failed (logged; the next tick tries again): markov and "
+            "shapley credits and the weights stop moving while they fail.",
+            registry=registry,
+        )
         self.credited_revenue = Gauge(
             "attribution_credited_revenue",
             "Net revenue credited to influencers (final state), by model, tier, platform.",
