@@ -29,7 +29,7 @@ test-compiled: $(VENV)/.installed    ## the unit suite against the compiled whee
 
 wheel: $(VENV)/.installed            ## dist/*.whl with the attribution core compiled by mypyc
 	rm -rf build dist
-	PYTHON=$(BIN)/python deploy/build-wheel dist --no-deps
+	PYTHON=$(BIN)/python deploy/build-wheel dist --no-deps -q
 
 unit: $(VENV)/.installed             ## the pure core only, no services
 	$(BIN)/python -m pytest tests/unit attribution schemas
