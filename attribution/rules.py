@@ -84,7 +84,7 @@ class Rules:
 def same_day(earlier: datetime, later: datetime) -> bool:
     """Whether two instants fall on the same UTC day (how often state is pruned).
 
-    >>> from datetime import timedelta, timezone
+    >>> from datetime import timezone
     >>> late = datetime(2026, 3, 1, 23, 59, 59, 999999, tzinfo=UTC)
     >>> same_day(late, late + timedelta(microseconds=1))
     False

@@ -295,8 +295,8 @@ class DataDrivenSink:
 
     def orders_to_credit(self, watermark: datetime) -> tuple[Weights, list[list[str]]]:
         """The current weights, and the orders deferred by the last pass, then those that
-        changed or need the weights, in pages of ORDERS_PER_READ. The cursors move only once
-        every read has succeeded."""
+        changed or need the weights, in pages of ORDERS_PER_READ. The cursors and `waiting`
+        change only once every read has succeeded."""
         current = self.current_weights()
         # No room (a pass whose first page failed) reads no new order: LIMIT 0.
         room = ORDERS_PER_PASS - len(self.waiting)
@@ -310,14 +310,16 @@ class DataDrivenSink:
             CHANGED_ORDERS_SQL,
             parameters={"since": _naive(since), "after": after, "limit": room},
         )
+        to_reweigh = (
+            self._orders_to_reweigh(current.version, watermark, room - len(changed))
+            if self.reweighed_version < current.version and len(changed) < room
+            else []
+        )
         for order_id, written in changed:
             if self.waiting.get(order_id) is None:
                 self.waiting[order_id] = _utc(written)
-        if self.reweighed_version < current.version and len(changed) < room:
-            for order_id in self._orders_to_reweigh(
-                current.version, watermark, room - len(changed)
-            ):
-                self.waiting.setdefault(order_id, None)
+        for order_id in to_reweigh:
+            self.waiting.setdefault(order_id, None)
         if changed and len(changed) == room:
             self.changed_since = (_utc(changed[-1][1]), changed[-1][0])
         elif changed:

@@ -231,11 +231,11 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
             write; return the orders credited."""
             credited = idle = 0
             for _ in range(100):
-                deferred = len(passes.waiting)
+                waiting = len(passes.waiting)
                 written = give_way(passes)
                 credited += written
                 idle = 0 if written else idle + 1
-                if idle > max(deferred, 1):
+                if idle > max(waiting, 1):
                     return credited
             raise AssertionError("the deferred orders were never all credited")
 
