@@ -2,6 +2,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
+# Tests run in parallel, a process per core up to four (most of their time is waiting on Kafka).
+PARALLEL ?= -n auto --maxprocesses 4
 
 .PHONY: bench setup demo test test-compiled wheel unit lint typecheck services-start services-stop services-status replay-example clean
 
@@ -21,7 +23,7 @@ test: setup                          ## lint, types, unit + integration tests on
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	devstack/with-services $(BIN)/python -m pytest
+	devstack/with-services sh -c '$(BIN)/python -m pytest $(PARALLEL) -m "not shared_broker" && $(BIN)/python -m pytest -m shared_broker'
 	tests/run-compiled
 
 test-compiled: $(VENV)/.installed    ## the unit suite against the compiled wheel the image ships
@@ -32,7 +34,7 @@ wheel: $(VENV)/.installed            ## dist/*.whl with the attribution core com
 	PYTHON=$(BIN)/python deploy/build-wheel dist --no-deps -q
 
 unit: $(VENV)/.installed             ## the pure core only, no services
-	$(BIN)/python -m pytest tests/unit attribution schemas
+	$(BIN)/python -m pytest $(PARALLEL) tests/unit attribution schemas
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

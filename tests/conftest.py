@@ -26,6 +26,14 @@ def _reachable(address: tuple[str, int]) -> bool:
         return False
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test that stops or freezes the shared broker fails every test running beside it: under
+    pytest-xdist with more than one process it refuses to run instead."""
+    parallel = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1
+    if parallel and item.get_closest_marker("shared_broker"):
+        pytest.fail("a shared_broker test runs alone: `pytest -m shared_broker` without -n")
+
+
 @pytest.fixture(scope="session")
 def services() -> None:
     """Kafka and Redis from `devstack/stack start`; missing services fail the test, never skip."""

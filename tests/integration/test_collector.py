@@ -156,6 +156,7 @@ DEVSTACK = Path(os.environ.get("ATTRIBUTION_DEVSTACK_DIR", Path(__file__).parent
 KAFKA_PID_FILE = DEVSTACK / "kafka.pid"
 
 
+@pytest.mark.shared_broker
 def test_collector_answers_503_while_kafka_cannot_take_events(
     isolated_settings: Settings, tmp_path: Path
 ) -> None:

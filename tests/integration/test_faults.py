@@ -128,6 +128,7 @@ def test_sigkill_at_three_random_points_loses_and_doubles_nothing(
     print("\nSIGKILL x3:", scenario.report())
 
 
+@pytest.mark.shared_broker
 def test_broker_restarted_mid_stream_loses_and_doubles_nothing(
     isolated_settings: Settings, tmp_path: Path, scenario: Scenario
 ) -> None:
