@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 # Tests run in parallel, a process per core up to four (most of their time is waiting on Kafka).
-PARALLEL ?= -n auto --maxprocesses 4
+PARALLEL ?= -n auto --maxprocesses 4 --dist worksteal
 
 .PHONY: bench setup demo test test-compiled wheel unit lint typecheck services-start services-stop services-status replay-example clean
 

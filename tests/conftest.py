@@ -26,6 +26,12 @@ def _reachable(address: tuple[str, int]) -> bool:
         return False
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Long tests first, so that a parallel run does not end on one of them alone; the others
+    keep their order (a stable sort, the same in every pytest-xdist process)."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """A test that stops or freezes the shared broker fails every test running beside it: under
     pytest-xdist with more than one process it refuses to run instead."""

@@ -58,6 +58,7 @@ def test_records_no_worker_has_committed_count_as_unconsumed(isolated_settings: 
     assert asyncio.run(unconsumed(settings, settings.app_id, STAGE_INPUTS)) == 10
 
 
+@pytest.mark.long
 def test_a_shuffled_history_backfills_to_the_replay_credits_and_a_rerun_changes_nothing(
     worker: WorkerProcess, tmp_path: Path
 ) -> None:

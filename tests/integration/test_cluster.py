@@ -155,6 +155,7 @@ def consumed(worker: WorkerProcess) -> float:
     return worker.metric("attribution_events_consumed_total")
 
 
+@pytest.mark.long
 def test_leader_of_the_busiest_partitions_killed_mid_stream_loses_and_doubles_nothing(
     settings: Settings, tmp_path: Path
 ) -> None:

@@ -102,6 +102,7 @@ def wait_until_consumed(worker: WorkerProcess, count: float, timeout: float = 12
     )
 
 
+@pytest.mark.long
 def test_sigkill_at_three_random_points_loses_and_doubles_nothing(
     isolated_settings: Settings, tmp_path: Path, scenario: Scenario
 ) -> None:
@@ -146,6 +147,7 @@ def test_broker_restarted_mid_stream_loses_and_doubles_nothing(
     print("\nbroker restart:", scenario.report())
 
 
+@pytest.mark.long
 def test_clickhouse_failing_for_20_seconds_holds_offsets_then_catches_up(
     isolated_settings: Settings, tmp_path: Path, scenario: Scenario
 ) -> None:
@@ -194,6 +196,7 @@ def _rows_lag(worker: WorkerProcess) -> float:
     )
 
 
+@pytest.mark.long
 def test_two_workers_share_the_load_and_one_is_killed(
     isolated_settings: Settings, tmp_path: Path, scenario: Scenario
 ) -> None:

@@ -47,6 +47,7 @@ def test_example_scenario_streams_to_the_replay_credits(worker: WorkerProcess) -
     ]
 
 
+@pytest.mark.long
 def test_storefront_stream_survives_a_restart_and_matches_replay(
     isolated_settings: Settings, tmp_path: Path
 ) -> None:

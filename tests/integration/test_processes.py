@@ -49,6 +49,7 @@ def _children(pid: int) -> dict[int, int]:
     return children
 
 
+@pytest.mark.long
 def test_a_sink_and_two_stage_processes_share_the_work_and_outlive_a_killed_one(
     isolated_settings: Settings, tmp_path: Path
 ) -> None:

@@ -109,6 +109,7 @@ class Cluster:
             worker.stop()
 
 
+@pytest.mark.long
 def test_scaling_from_one_to_three_stage_workers_and_back_while_streaming(
     isolated_settings: Settings, tmp_path: Path, scenario: Scenario
 ) -> None:
@@ -154,6 +155,7 @@ def test_scaling_from_one_to_three_stage_workers_and_back_while_streaming(
     )
 
 
+@pytest.mark.long
 def test_a_worker_frozen_past_its_session_cannot_overwrite_the_new_owner(
     isolated_settings: Settings, tmp_path: Path, scenario: Scenario
 ) -> None:
