@@ -120,21 +120,21 @@ class LocalPipeline:
         if isinstance(command, TRAFFIC_COMMANDS):
             key = traffic_key(command)
             traffic, traffic_outputs = apply_to_traffic(self.traffic.get(key), command, self.rules)
-            _store(self.traffic, key, traffic)
+            keep_state(self.traffic, key, traffic)
             return traffic_outputs
         if isinstance(command, VISITOR_COMMANDS):
             key = command.visitor_id
             visitor, visitor_outputs = apply_to_visitor(self.visitors.get(key), command, self.rules)
-            _store(self.visitors, key, visitor)
+            keep_state(self.visitors, key, visitor)
             return visitor_outputs
         if isinstance(command, ORDER_COMMANDS):
             key = order_key(command)
             ledger, ledger_outputs = apply_to_ledger(self.ledgers.get(key), command, self.rules)
-            _store(self.ledgers, key, ledger)
+            keep_state(self.ledgers, key, ledger)
             return ledger_outputs
         key = customer_key(command)
         journey, journey_outputs = apply_to_journey(self.journeys.get(key), command, self.rules)
-        _store(self.journeys, key, journey)
+        keep_state(self.journeys, key, journey)
         return journey_outputs
 
     def feed_all(self, events: Iterable[Event]) -> None:
@@ -181,7 +181,8 @@ class LocalPipeline:
 State = TypeVar("State")
 
 
-def _store(states: dict[str, State], key: str, state: State | None) -> None:
+def keep_state(states: dict[str, State], key: str, state: State | None) -> None:
+    """Store a stage's new state for `key`; a stage returns None for a key it no longer keeps."""
     if state is None:
         states.pop(key, None)
     else:

@@ -52,7 +52,7 @@ from attribution.messages import (
 from attribution.models import ALL_MODELS, Model
 from attribution.money import currency_quantum
 from attribution.payouts import bonus_earned
-from attribution.replay import LocalPipeline
+from attribution.replay import LocalPipeline, keep_state
 from attribution.routing import route_event
 from attribution.rows import (
     ClickClassificationRow,
@@ -613,7 +613,7 @@ class SharedStages:
                 traffic, traffic_outputs = apply_to_traffic(
                     self.traffic.get(key), command, self.rules
                 )
-                _keep(self.traffic, key, traffic)
+                keep_state(self.traffic, key, traffic)
                 for output in traffic_outputs:
                     if isinstance(output, ClickClassificationRow):
                         self.classifications([output])
@@ -622,7 +622,7 @@ class SharedStages:
             elif isinstance(command, ORDER_COMMANDS):
                 key = order_key(command)
                 ledger, ledger_outputs = apply_to_ledger(self.ledgers.get(key), command, self.rules)
-                _keep(self.ledgers, key, ledger)
+                keep_state(self.ledgers, key, ledger)
                 for ledger_output in ledger_outputs:
                     if isinstance(ledger_output, OrderUpdated):
                         for lane in self.lanes:
@@ -636,7 +636,7 @@ class SharedStages:
         for rules, visitors, lanes in self.visitor_stages:
             key = command.visitor_id
             visitor, outputs = apply_to_visitor(visitors.get(key), command, rules)
-            _keep(visitors, key, visitor)
+            keep_state(visitors, key, visitor)
             for output in outputs:
                 if isinstance(output, TouchpointsArrived):
                     for lane in lanes:
@@ -651,13 +651,6 @@ def _shared_rules(rules: Rules) -> dict[str, Any]:
         for rule in dataclasses.fields(rules)
         if rule.name not in JOURNEY_RULES
     }
-
-
-def _keep(states: dict[str, Any], key: str, state: Any) -> None:
-    if state is None:
-        states.pop(key, None)
-    else:
-        states[key] = state
 
 
 def attribute_part(
@@ -682,10 +675,10 @@ def attribute_part(
         if today == scenario
         else attribute(events, catalog, today, pii_key, order_rates)[1]
     )
-    rows: list[CreditRow | OrderRow] = []
-    if keep_rows:
-        rows += scenario_pipeline.credits.values()
-        rows += scenario_pipeline.orders.values()
+    rows: list[CreditRow | OrderRow] = [
+        *scenario_pipeline.credits.values(),
+        *scenario_pipeline.orders.values(),
+    ]
     return PartOutcome(
         today_tally,
         scenario_tally,

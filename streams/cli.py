@@ -106,6 +106,7 @@ def _load_catalog(directory: Path | None, reporting_currency: str) -> StaticCata
     return to_static_catalog(files, reporting_currency)
 
 
+@cyclic_collection_paused()
 def _replay(settings: Settings, events: Path, catalog_dir: Path | None, out: Path) -> int:
     pipeline = LocalPipeline(
         _load_catalog(catalog_dir, settings.reporting_currency),
@@ -113,8 +114,7 @@ def _replay(settings: Settings, events: Path, catalog_dir: Path | None, out: Pat
         pii_key=settings.pii_key,
     )
     errors: list[str] = []
-    with cyclic_collection_paused():
-        pipeline.feed_all(read_events(events, errors))
+    pipeline.feed_all(read_events(events, errors))
     for rejection in pipeline.rejections:
         print(
             f"rejected {rejection.event_id}: {rejection.field}: {rejection.reason}", file=sys.stderr

@@ -32,8 +32,10 @@ def cyclic_collection_paused() -> Iterator[None]:
     Garbage from before is collected first; at the end everything alive is frozen (`gc.freeze`):
     with the collector back on, its first collections would otherwise walk all the work built
     once more, and again at each older generation. Frozen objects are still freed by reference
-    counting; a cycle among them never is, so the work must make none
-    (tests/unit/test_scenarios.py checks that attributing a part makes none)."""
+    counting; a cycle among them is not, until the process ends. The pipeline's work makes none
+    (tests/unit/test_scenarios.py checks that attributing a part makes none); what else a
+    command does while paused (reading ClickHouse, writing a report) may, which is why the pause
+    is for commands whose process ends with them, never for the worker."""
     was_enabled = gc.isenabled()
     if was_enabled:
         gc.collect()
