@@ -22,6 +22,9 @@ _RATE_CONTEXT = Context(prec=48)
 MAX_RATE_AGE = timedelta(days=7)
 """The ECB publishes on working days; the longest gap (Easter) is four days. A rate older than
 this is not a rate for the day."""
+MAX_LOCKED_RATES_KEPT = 65_536
+"""Currency-days whose locked rate is kept for the next order of the same currency and day
+(some 30 currencies a day; the bound holds however scattered the days of a backfill are)."""
 
 PerEuro = Mapping[date, Mapping[str, Decimal]]
 
@@ -59,6 +62,8 @@ class ExchangeRates:
         self.reporting_currency = reporting_currency
         self._per_euro = per_euro
         self._dates = sorted(per_euro)
+        # Orders of one currency and day share one rate: one object, computed once.
+        self._locked: dict[tuple[str, date], LockedRate | None] = {}
 
     def currencies(self) -> set[str]:
         """Every currency an order can be converted from: the reporting one, and each the
@@ -85,6 +90,14 @@ class ExchangeRates:
         None while `day` is after the newest publication (the day's rate may still come), or
         when neither currency had a rate within `MAX_RATE_AGE` before it.
         """
+        key = (currency, day)
+        if key not in self._locked:
+            if len(self._locked) >= MAX_LOCKED_RATES_KEPT:
+                self._locked.clear()
+            self._locked[key] = self._lock(currency, day)
+        return self._locked[key]
+
+    def _lock(self, currency: str, day: date) -> LockedRate | None:
         if currency == self.reporting_currency:
             return LockedRate(currency, Decimal(1), day)
         last = self.last_published

@@ -107,7 +107,7 @@ def route_event(event: Event, catalog: Catalog, pii_key: bytes = b"") -> Routed:
                     one_copy(resolved.campaign_id),
                     one_copy(resolved.platform),
                     one_copy(resolved.tier),
-                    visitor_id=event.visitor_id,
+                    visitor_id=one_copy(event.visitor_id),
                     customer_id=customer_id,
                     flags=event_flags(event.user_agent),
                     ip_hash=one_copy(ip_hash),
@@ -117,7 +117,7 @@ def route_event(event: Event, catalog: Catalog, pii_key: bytes = b"") -> Routed:
                 else:
                     # Without a key no address is kept: only the click's own reasons apply. A
                     # crawler's click is invalid whatever its neighbours; crawlers click a lot.
-                    routed.to_visitors.append(VisitorClick(event.visitor_id, touchpoint))
+                    routed.to_visitors.append(VisitorClick(touchpoint.visitor_id, touchpoint))
                     routed.rows.append(classification_row(touchpoint, 0))
             elif customer_id:
                 routed.to_visitors.append(
@@ -152,7 +152,7 @@ def route_event(event: Event, catalog: Catalog, pii_key: bytes = b"") -> Routed:
                         event.order_id,
                         event.customer_id,
                         event.occurred_at,
-                        event.currency,
+                        one_copy(event.currency),
                         event.total,
                         catalog.exchange_rate(
                             event.currency, event.occurred_at.astimezone(UTC).date()
@@ -168,7 +168,7 @@ def route_event(event: Event, catalog: Catalog, pii_key: bytes = b"") -> Routed:
                         event.order_id,
                         event.occurred_at,
                         event.amount,
-                        event.currency,
+                        one_copy(event.currency),
                         event.reason or "",
                     )
                 )
@@ -195,7 +195,7 @@ def route_event(event: Event, catalog: Catalog, pii_key: bytes = b"") -> Routed:
                     one_copy(target.campaign_id),
                     one_copy(target.platform),
                     one_copy(target.tier),
-                    visitor_id=event.visitor_id or "",
+                    visitor_id=one_copy(event.visitor_id or ""),
                     customer_id=event.customer_id or "",
                     code=event.code.upper(),
                     code_policy=catalog.code_policy(target.campaign_id),

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from attribution import fx
 from attribution.fx import ExchangeRates
 from attribution.messages import OrderFacts
 from attribution.replay import LocalPipeline
@@ -285,3 +286,18 @@ def test_orders_stored_before_exchange_rates_decode_as_waiting() -> None:
 
     assert (facts.fx, facts.total) == (None, Decimal("10.00"))
     assert OrderFacts.from_wire(facts.to_wire()) == facts
+
+
+def test_orders_of_one_currency_and_day_share_one_locked_rate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rates = ExchangeRates("USD", RATES)
+    day = date(2026, 10, 23)
+    assert rates.lock("EUR", day) is rates.lock("EUR", day)
+    assert rates.lock("USD", day) is rates.lock("USD", day)
+
+    # Past its bound the memo starts again; the rates stay what they were.
+    monkeypatch.setattr(fx, "MAX_LOCKED_RATES_KEPT", 2)
+    before = [rates.lock(currency, day) for currency in ("EUR", "JPY", "GBP", "KWD")]
+    assert [rates.lock(currency, day) for currency in ("EUR", "JPY", "GBP", "KWD")] == before
+    assert rates.lock("JPY", date(2026, 10, 27)) is None  # not published yet

@@ -62,3 +62,24 @@ def test_sweeping_as_time_passes_leaves_every_credit_unchanged() -> None:
     assert dropped > 0
     assert swept.final_credits() == whole.final_credits()
     assert len(swept.journeys) < len(whole.journeys)
+
+
+def test_the_clicks_of_one_visitor_keep_one_copy_of_its_id() -> None:
+    """Each parsed event brings its own copy of the visitor id; the clicks stored for it, waiting
+    with the visitor and forwarded to the customer's journey, share one."""
+    pipeline = LocalPipeline(CATALOG, Rules())
+    for number in range(3):
+        copy_of_this_event = "".join(["v-", "returning"])
+        pipeline.feed(click(f"k{number}", at(number), copy_of_this_event, "anna"))
+    pipeline.feed(event("identify", "i1", at(4), visitor_id="v-returning", customer_id="c1"))
+
+    stored = [
+        *pipeline.visitors["v-returning"].waiting.values(),
+        *(
+            click.touchpoint
+            for journey in pipeline.journeys.values()
+            for click in journey.clicks.values()
+        ),
+    ]
+    assert len(stored) == 6
+    assert len({id(touchpoint.visitor_id) for touchpoint in stored}) == 1
