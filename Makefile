@@ -3,7 +3,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 # Tests run in parallel, a process per core up to four (most of their time is waiting on Kafka).
-PARALLEL ?= -n auto --maxprocesses 4 --dist worksteal
+# Exported: tests/run-compiled runs the unit suite with the same options.
+export PARALLEL ?= -n auto --maxprocesses 4 --dist worksteal
 
 .PHONY: bench setup demo test test-compiled wheel unit lint typecheck services-start services-stop services-status replay-example clean
 
