@@ -178,20 +178,21 @@ def identity_components(
             parent[max(first, second)] = min(first, second)
 
     owner: dict[str, int] = {}
-    clicks: list[tuple[str, datetime, int]] = []
+    clicks_by_address: defaultdict[str, list[tuple[datetime, int]]] = defaultdict(list)
     for index, event in enumerate(events):
         for key in identity_keys(event):
             first = owner.setdefault(key, index)
             if first != index:
                 union(first, index)
         if traffic_reach is not None and (click := _click_address(event)) is not None:
-            clicks.append((*click, index))
-    if traffic_reach is None:
-        return [root(index) for index in range(len(events))]
-    clicks.sort()
-    for (address, moment, index), (next_address, next_moment, next_index) in pairwise(clicks):
-        if address == next_address and next_moment - moment <= traffic_reach:
-            union(index, next_index)
+            address, moment = click
+            clicks_by_address[address].append((moment, index))
+    if traffic_reach is not None:
+        for clicks in clicks_by_address.values():
+            clicks.sort()
+            for (moment, index), (next_moment, next_index) in pairwise(clicks):
+                if next_moment - moment <= traffic_reach:
+                    union(index, next_index)
     return [root(index) for index in range(len(events))]
 
 
