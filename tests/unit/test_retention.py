@@ -76,9 +76,9 @@ def test_the_clicks_of_one_visitor_keep_one_copy_of_its_id() -> None:
     stored = [
         *pipeline.visitors["v-returning"].waiting.values(),
         *(
-            click.touchpoint
+            stored_click.touchpoint
             for journey in pipeline.journeys.values()
-            for click in journey.clicks.values()
+            for stored_click in journey.clicks.values()
         ),
     ]
     assert len(stored) == 6
