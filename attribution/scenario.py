@@ -392,7 +392,8 @@ def _rolled_up(
     pairs: Mapping[tuple[str, str], Figures], level: Level, currency: str
 ) -> dict[str, Figures]:
     """Figures per influencer (level "influencer") or campaign, payouts rounded half to even to
-    the currency's minor unit and conversions to 6 decimals once summed."""
+    the currency's minor unit and conversions to 6 decimals once summed; revenue (exact in the
+    minor unit already) is written with as many decimals, so a zero reads 0.00 as the others."""
     sums: dict[str, list[Decimal]] = defaultdict(lambda: [Decimal(0)] * 3)
     for (influencer, campaign), figures in pairs.items():
         key = influencer if level == "influencer" else campaign
@@ -403,7 +404,7 @@ def _rolled_up(
     quantum = currency_quantum(currency)
     return {
         key: Figures(
-            revenue,
+            revenue.quantize(quantum, rounding=ROUND_HALF_EVEN),
             conversions.quantize(CONVERSIONS_QUANTUM, rounding=ROUND_HALF_EVEN),
             payout.quantize(quantum, rounding=ROUND_HALF_EVEN),
         )
@@ -431,7 +432,8 @@ def compare(today: Tally, scenario: Tally, model: str, contracts: Contracts) -> 
         raise ValueError(f"unknown model {model!r}; one of {', '.join(ALL_MODELS)}")
     today_pairs, today_missing = _pair_figures(today, model, contracts)
     scenario_pairs, scenario_missing = _pair_figures(scenario, model, contracts)
-    zero = Figures(Decimal(0), Decimal(0), Decimal(0))
+    quantum = currency_quantum(contracts.reporting_currency)
+    zero = Figures(quantum * 0, CONVERSIONS_QUANTUM * 0, quantum * 0)
     rows = []
     levels: tuple[Level, ...] = ("influencer", "campaign")
     for level in levels:

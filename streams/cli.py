@@ -404,10 +404,31 @@ def build_parser() -> argparse.ArgumentParser:
     scenario = commands.add_parser(
         "scenario", help="the stored history under other settings, compared with today's"
     )
-    scenario.add_argument("--lookback", type=positive_days, metavar="DAYS")
-    scenario.add_argument("--half-life", type=positive_days, metavar="DAYS")
-    scenario.add_argument("--code-policy", type=CodePolicy, choices=list(CodePolicy))
-    scenario.add_argument("--click-policy", type=ClickPolicy, choices=list(ClickPolicy))
+    scenario.add_argument(
+        "--lookback",
+        type=positive_days,
+        metavar="DAYS",
+        help="how far before an order a click may be credited (today: ATTRIBUTION_LOOKBACK_DAYS)",
+    )
+    scenario.add_argument(
+        "--half-life",
+        type=positive_days,
+        metavar="DAYS",
+        help="time_decay's half-life (today: ATTRIBUTION_HALF_LIFE_DAYS)",
+    )
+    scenario.add_argument(
+        "--code-policy",
+        type=CodePolicy,
+        choices=list(CodePolicy),
+        help="who is credited when an order has a code (today: ATTRIBUTION_CODE_POLICY; a"
+        " campaign's own code_policy still rules its codes)",
+    )
+    scenario.add_argument(
+        "--click-policy",
+        type=ClickPolicy,
+        choices=list(ClickPolicy),
+        help="what invalid and suspicious clicks earn (today: ATTRIBUTION_CLICK_POLICY)",
+    )
     scenario.add_argument(
         "--model",
         type=Model,

@@ -115,6 +115,25 @@ def test_a_longer_lookback_credits_the_click_20_days_before_the_order() -> None:
     assert changes[("campaign", "spring")][2] == Decimal("2.4358") - Decimal("1.3235")
 
 
+def test_every_amount_reads_in_the_minor_unit_and_a_zero_as_0_00() -> None:
+    events = [validate_event(event) for event in HISTORY]
+    _, before = attribute(events, CATALOG, TODAY, b"")
+    _, after = attribute(events, CATALOG, Overrides(lookback_days=30).applied_to(TODAY), b"")
+    # Bob has a contract but no credit today; only the scenario credits Bob's click.
+    rows = compare(before, after, "last_click", CONTRACTS).rows
+    bob = next(row for row in rows if row.id == "bob")
+    assert [str(bob.today.revenue), str(bob.scenario.revenue), str(bob.change("revenue"))] == [
+        "0.00",
+        "100.00",
+        "100.00",
+    ]
+    for row in rows:
+        for side in (row.today, row.scenario):
+            assert side.revenue.as_tuple().exponent == -2, row
+            assert side.payout.as_tuple().exponent == -2, row
+            assert side.conversions.as_tuple().exponent == -6, row
+
+
 def test_link_wins_moves_the_code_order_to_the_link() -> None:
     changes = figures(Overrides(code_policy=CodePolicy.LINK_WINS))
     # o2 goes from Anna's code to Bob's click: 90.00 and 1 conversion; commissions 9.00 for Bob,
