@@ -104,6 +104,12 @@ ORDER_ROWS_SQL = f"""
         AND NOT is_deleted
     ORDER BY order_id, model, position, touchpoint_event_id
 """
+# The version of each order's live split (order and weights version, `credit_version`).
+SPLIT_VERSIONS_SQL = """
+    SELECT order_id, max(version) FROM credits FINAL
+    WHERE model IN ('markov', 'shapley') AND NOT is_deleted
+    GROUP BY order_id
+"""
 CURRENT_WEIGHTS_VERSION_SQL = "SELECT max(version) FROM model_weights"
 WEIGHTS_SQL = """
     SELECT model, influencer_id, weight FROM model_weights FINAL
@@ -412,12 +418,64 @@ class DataDrivenSink:
         if not stored:
             return current
         version = max(row.version for row in stored)
-        weights_version = weights_version_of(version)
-        in_window = linear_row.order_at >= watermark - self.reweigh_window
-        wanted = current.version if in_window or weights_version == 0 else weights_version
-        if order_version_of(version) >= linear_row.version and weights_version >= wanted:
+        wanted = self._wanted_weights(linear_row, version, current, watermark)
+        if (
+            order_version_of(version) >= linear_row.version
+            and weights_version_of(version) >= wanted
+        ):
             return None
         return self.weights(wanted)
+
+    def _wanted_weights(
+        self,
+        linear_row: CreditRow,
+        split_version: int | None,
+        current: Weights,
+        watermark: datetime,
+    ) -> int:
+        """The weights version an order split at `split_version` (None: never split) takes."""
+        if split_version is None:
+            return current.version
+        weights_version = weights_version_of(split_version)
+        in_window = linear_row.order_at >= watermark - self.reweigh_window
+        return current.version if in_window or weights_version == 0 else weights_version
+
+    def restated_splits(
+        self, credits: Sequence[CreditRow], watermark: datetime
+    ) -> tuple[list[CreditRow], list[JourneyPath]]:
+        """The `markov` and `shapley` rows of a restated history's orders from its `linear` rows
+        (`credits`: the restate's final credit rows), and their converting paths: what this pass
+        would write once the restated rows are stored, written by the restate so that these
+        models switch with the others. Each order keeps the weights version `credits` split it
+        by, as a restated order would (`_weights_for`); read before the restated rows replace
+        them."""
+        _, rows = self.writer.query(SPLIT_VERSIONS_SQL)
+        split_versions = {order_id: int(version) for order_id, version in rows}
+        current = self.current_weights()
+        linear_rows: dict[str, list[CreditRow]] = defaultdict(list)
+        for row in credits:
+            if row.model == Model.LINEAR and not row.is_deleted:
+                linear_rows[row.order_id].append(row)
+        derived: list[CreditRow] = []
+        paths: list[JourneyPath] = []
+        for order_id, linear in linear_rows.items():
+            linear.sort(key=lambda row: row.position)
+            wanted = self._wanted_weights(
+                linear[0], split_versions.get(order_id), current, watermark
+            )
+            derived += data_driven_rows(linear, self.weights(wanted), {})
+            paths.append(converting_path(linear))
+        return derived, paths
+
+    def store_restated_paths(self, paths: Sequence[JourneyPath]) -> None:
+        """Converting paths of restated orders, after the restated credits: a restarted worker
+        resumes crediting after the newest of them, which the restate has already split."""
+        _, [[newest]] = self.writer.query("SELECT max(written_at) FROM credits")
+        self.writer.insert_columns(
+            "journey_paths",
+            [[*_path_values(path), newest] for path in paths],
+            list(CONVERTING_PATH_COLUMNS),
+        )
 
     # --- non-converting paths --------------------------------------------------------------
 

@@ -31,9 +31,11 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 from pydantic import ValidationError
 
+from attribution.datadriven_credits import JourneyPath
 from attribution.rows import CreditRow, OrderRow
 from schemas.catalog import CatalogError
 from sinks.clickhouse import ClickHouseWriter, connect
+from sinks.datadriven import DataDrivenSink
 from sinks.migrations import migrate
 from streams.heap import cyclic_collection_paused
 from streams.scenario import first_line, load_history, report_outcome, run_history
@@ -362,6 +364,40 @@ def adopt(
     return restatement.version
 
 
+@dataclass
+class DataDrivenSplits:
+    """The restated orders' `markov` and `shapley` rows, and their paths, stored after the swap."""
+
+    rows: list[CreditRow]
+    paths: list[JourneyPath]
+    sink: DataDrivenSink | None = None
+
+    def store_paths(self) -> None:
+        if self.sink is not None and self.paths:
+            self.sink.store_restated_paths(self.paths)
+
+
+def data_driven_splits(
+    client: Client, adopted: Settings, rows: Sequence[CreditRow | OrderRow], now: datetime
+) -> DataDrivenSplits:
+    """What the worker's data-driven pass would derive from the restated rows (none when the
+    workers run without it): written with them, so that every model switches at once."""
+    if not adopted.data_driven:
+        return DataDrivenSplits([], [])
+    sink = DataDrivenSink(
+        ClickHouseWriter(client),
+        adopted.rules,
+        timedelta(days=adopted.weights_window_days),
+        timedelta(days=adopted.weights_reweigh_days),
+    )
+    watermark = sink.watermark(now)
+    if watermark is None:
+        return DataDrivenSplits([], [])
+    credits = [row for row in rows if isinstance(row, CreditRow)]
+    derived, paths = sink.restated_splits(credits, watermark)
+    return DataDrivenSplits(derived, paths, sink)
+
+
 def _prepare(settings: Settings, adopted: Settings) -> tuple[int, tuple[Any, int], list[int]]:
     """Migrations, an unfinished restate rolled back, the active version checked against the
     adopted settings; the active version's number and `credits_written`."""
@@ -414,7 +450,12 @@ def run_restate(settings: Settings, path: Path, processes: int) -> int:
         report_outcome(invalid, outcome)
         client = connect(settings.clickhouse)
         try:
-            version = adopt(client, adopted, outcome.final_rows, datetime.now(UTC), written_before)
+            now = datetime.now(UTC)
+            splits = data_driven_splits(client, adopted, outcome.final_rows, now)
+            version = adopt(
+                client, adopted, [*outcome.final_rows, *splits.rows], now, written_before
+            )
+            splits.store_paths()
         finally:
             client.close()
     except CatalogError as error:
