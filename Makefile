@@ -5,6 +5,10 @@ BIN := $(VENV)/bin
 # Tests run in parallel, a process per core up to four (most of their time is waiting on Kafka).
 # Exported: tests/run-compiled runs the unit suite with the same options.
 export PARALLEL ?= -n auto --maxprocesses 4 --dist worksteal
+# The embedded engine and clickhouse-connect read a time without a zone in the process's zone:
+# the test that runs the data-driven passes across restarts and a restate runs again east and
+# west of UTC (no services needed).
+ZONE_TESTS := tests/integration/test_restate_datadriven.py
 
 .PHONY: bench setup demo test test-compiled wheel unit lint typecheck services-start services-stop services-status replay-example clean
 
@@ -25,6 +29,9 @@ test: setup                          ## lint, types, unit + integration tests on
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	devstack/with-services sh -c '$(BIN)/python -m pytest $(PARALLEL) -m "not shared_broker" && $(BIN)/python -m pytest -m shared_broker'
+	for zone in Asia/Tokyo America/Los_Angeles; do \
+	  TZ=$$zone $(PY) -c 'import time; assert time.timezone, "no time zone data"' && \
+	  TZ=$$zone $(PY) -m pytest $(PARALLEL) $(ZONE_TESTS) || exit 1; done
 	tests/run-compiled
 
 test-compiled: $(VENV)/.installed    ## the unit suite against the compiled wheel the image ships

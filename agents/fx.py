@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 # restated): orders whose currency never gets a rate must not crowd out the ones that can.
 WAITING_ORDERS_SQL = """
     SELECT order_id, currency, toString(toDate(order_at)) FROM orders_missing_fx_rate
-    WHERE order_at >= {oldest:DateTime64(6)} AND currency IN {currencies:Array(String)}
+    WHERE order_at >= {oldest:DateTime64(6, 'UTC')} AND currency IN {currencies:Array(String)}
     ORDER BY order_at DESC LIMIT {limit:UInt32}
 """
 WAITING_COUNT_SQL = "SELECT count() FROM orders_missing_fx_rate"

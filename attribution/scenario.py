@@ -433,6 +433,7 @@ def compare(today: Tally, scenario: Tally, model: str, contracts: Contracts) -> 
     today_pairs, today_missing = _pair_figures(today, model, contracts)
     scenario_pairs, scenario_missing = _pair_figures(scenario, model, contracts)
     quantum = currency_quantum(contracts.reporting_currency)
+    # A zero with the quantum's exponent: 0.00, not 0.
     zero = Figures(quantum * 0, CONVERSIONS_QUANTUM * 0, quantum * 0)
     rows = []
     levels: tuple[Level, ...] = ("influencer", "campaign")

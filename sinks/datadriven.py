@@ -78,8 +78,8 @@ WATERMARK_SQL = """
 # Paged by (written_at, order_id): one insert of many orders shares one written_at.
 CHANGED_ORDERS_SQL = """
     SELECT order_id, max(written_at) AS written FROM credits
-    WHERE model = 'linear' AND written_at >= {since:DateTime64(3)}
-    GROUP BY order_id HAVING (written, order_id) > ({since:DateTime64(3)}, {after:String})
+    WHERE model = 'linear' AND written_at >= {since:DateTime64(3, 'UTC')}
+    GROUP BY order_id HAVING (written, order_id) > ({since:DateTime64(3, 'UTC')}, {after:String})
     ORDER BY written, order_id LIMIT {limit:UInt32}
 """
 # Where a restarted worker resumes: the earliest cursor position of the orders that were read
@@ -91,11 +91,11 @@ LAST_CREDITED_SQL = "SELECT max(linear_written_at) FROM journey_paths WHERE conv
 # the whole history (`scan_from`) once per worker and then by nothing.
 REWEIGH_ORDERS_SQL = """
     SELECT order_id FROM credits
-    WHERE model IN {models:Array(String)} AND order_at >= {scan_from:DateTime64(6)}
+    WHERE model IN {models:Array(String)} AND order_at >= {scan_from:DateTime64(6, 'UTC')}
         AND order_id > {after:String}
     GROUP BY order_id
     HAVING max(weights_version) < {version:UInt32}
-        AND (max(order_at) >= {oldest:DateTime64(6)} OR max(weights_version) = 0)
+        AND (max(order_at) >= {oldest:DateTime64(6, 'UTC')} OR max(weights_version) = 0)
     ORDER BY order_id LIMIT {limit:UInt32}
 """
 ORDER_ROWS_SQL = f"""
@@ -110,6 +110,7 @@ SPLIT_VERSIONS_SQL = """
     WHERE model IN ('markov', 'shapley') AND NOT is_deleted
     GROUP BY order_id
 """
+NEWEST_CREDIT_SQL = "SELECT max(written_at) FROM credits"
 CURRENT_WEIGHTS_VERSION_SQL = "SELECT max(version) FROM model_weights"
 WEIGHTS_SQL = """
     SELECT model, influencer_id, weight FROM model_weights FINAL
@@ -117,7 +118,7 @@ WEIGHTS_SQL = """
 """
 WINDOW_PATHS_SQL = """
     SELECT influencers, converted, count() FROM journey_paths FINAL
-    WHERE ended_at > {start:DateTime64(6)} AND ended_at <= {end:DateTime64(6)}
+    WHERE ended_at > {start:DateTime64(6, 'UTC')} AND ended_at <= {end:DateTime64(6, 'UTC')}
     GROUP BY influencers, converted
 """
 LAST_CLOSED_PATH_SQL = """
@@ -137,8 +138,8 @@ UNCREDITED_CLICKS_SQL = """
         SELECT event_id, customer_id, visitor_id, occurred_at, influencer_id, campaign_id,
                platform
         FROM clicks FINAL
-        WHERE influencer_id != '' AND occurred_at >= {start:DateTime64(6)}
-            AND occurred_at <= {end:DateTime64(6)}
+        WHERE influencer_id != '' AND occurred_at >= {start:DateTime64(6, 'UTC')}
+            AND occurred_at <= {end:DateTime64(6, 'UTC')}
     ) AS c
     LEFT JOIN (
         SELECT visitor_id, argMin(customer_id, occurred_at) AS customer_id
@@ -146,19 +147,21 @@ UNCREDITED_CLICKS_SQL = """
         WHERE visitor_id IN (
             SELECT visitor_id FROM clicks
             WHERE influencer_id != '' AND visitor_id != ''
-                AND occurred_at >= {start:DateTime64(6)} AND occurred_at <= {end:DateTime64(6)}
+                AND occurred_at >= {start:DateTime64(6, 'UTC')}
+                AND occurred_at <= {end:DateTime64(6, 'UTC')}
         )
         GROUP BY visitor_id
     ) AS l ON l.visitor_id = c.visitor_id
     LEFT JOIN (
         -- A classification has its click's time: the range of the clicks bounds it.
         SELECT event_id, status FROM click_classifications FINAL
-        WHERE occurred_at >= {start:DateTime64(6)} AND occurred_at <= {end:DateTime64(6)}
+        WHERE occurred_at >= {start:DateTime64(6, 'UTC')}
+            AND occurred_at <= {end:DateTime64(6, 'UTC')}
     ) AS k ON k.event_id = c.event_id
     WHERE k.status != 'invalid' AND c.event_id NOT IN (
         SELECT touchpoint_event_id FROM credits FINAL
-        WHERE model = 'linear' AND order_at >= {start:DateTime64(6)}
-            AND order_at <= {credited_until:DateTime64(6)}
+        WHERE model = 'linear' AND order_at >= {start:DateTime64(6, 'UTC')}
+            AND order_at <= {credited_until:DateTime64(6, 'UTC')}
     )
 """
 PATH_COLUMNS = tuple(column.name for column in fields(JourneyPath))
@@ -441,25 +444,28 @@ class DataDrivenSink:
         return current.version if in_window or weights_version == 0 else weights_version
 
     def restated_splits(
-        self, credits: Sequence[CreditRow], watermark: datetime
+        self, restated_rows: Sequence[CreditRow], watermark: datetime
     ) -> tuple[list[CreditRow], list[JourneyPath]]:
-        """The `markov` and `shapley` rows of a restated history's orders from its `linear` rows
-        (`credits`: the restate's final credit rows), and their converting paths: what this pass
-        would write once the restated rows are stored, written by the restate so that these
-        models switch with the others. Each order keeps the weights version `credits` split it
-        by, as a restated order would (`_weights_for`); read before the restated rows replace
-        them."""
+        """The `markov` and `shapley` rows of a restate's orders, split from its `linear` rows
+        (`restated_rows`: the restate's final credit rows), and their converting paths: what
+        this pass would write once the restated rows are stored, written by the restate so that
+        these models switch with the others. Read before the restated rows replace the stored
+        ones: each order takes the weights version its stored split has, or the current one
+        inside the reweigh window, for want of weights before, or when never split
+        (`_wanted_weights`, as `_weights_for` chooses)."""
         _, rows = self.writer.query(SPLIT_VERSIONS_SQL)
         split_versions = {order_id: int(version) for order_id, version in rows}
         current = self.current_weights()
         linear_rows: dict[str, list[CreditRow]] = defaultdict(list)
-        for row in credits:
+        for row in restated_rows:
             if row.model == Model.LINEAR and not row.is_deleted:
                 linear_rows[row.order_id].append(row)
         derived: list[CreditRow] = []
         paths: list[JourneyPath] = []
         for order_id, linear in linear_rows.items():
             linear.sort(key=lambda row: row.position)
+            if not _complete(linear):
+                raise ValueError(f"order {order_id}: the restated linear rows are not one version")
             wanted = self._wanted_weights(
                 linear[0], split_versions.get(order_id), current, watermark
             )
@@ -468,12 +474,13 @@ class DataDrivenSink:
         return derived, paths
 
     def store_restated_paths(self, paths: Sequence[JourneyPath]) -> None:
-        """Converting paths of restated orders, after the restated credits: a restarted worker
-        resumes crediting after the newest of them, which the restate has already split."""
-        _, [[newest]] = self.writer.query("SELECT max(written_at) FROM credits")
+        """Converting paths of restated orders, once the restated credits rule: a restarted
+        worker resumes crediting after the newest credit row (LAST_CREDITED_SQL), which the
+        restate has split already."""
+        _, [[newest]] = self.writer.query(NEWEST_CREDIT_SQL)
         self.writer.insert_columns(
             "journey_paths",
-            [[*_path_values(path), newest] for path in paths],
+            [[*_path_values(path), _utc(newest)] for path in paths],
             list(CONVERTING_PATH_COLUMNS),
         )
 

@@ -4,7 +4,10 @@ The history is read back from ClickHouse (streams/scenario.py) and attributed un
 settings; its credits and orders are written to new tables, which then take the place of
 `credits` and `orders` by `EXCHANGE TABLES` (the KPI views read them by name, so they switch with
 the exchange). The tables they replace stay queryable as `credits_s<N>` and `orders_s<N>`, and
-`settings_versions` records every version's settings and when it ruled.
+`settings_versions` records every version's settings and when it ruled. The `markov` and
+`shapley` rows of the restated orders are split as the worker's data-driven pass would split
+them (sinks/datadriven.py) and written with the others, so every model switches at once; their
+converting paths go to `journey_paths` once the new version rules.
 
 The manifest is written first: a new version is recorded as pending, with its staging tables
 named by its number and marked by a table comment, before anything moves. A restate that
@@ -377,7 +380,7 @@ class DataDrivenSplits:
             self.sink.store_restated_paths(self.paths)
 
 
-def data_driven_splits(
+def derive_data_driven_splits(
     client: Client, adopted: Settings, rows: Sequence[CreditRow | OrderRow], now: datetime
 ) -> DataDrivenSplits:
     """What the worker's data-driven pass would derive from the restated rows (none when the
@@ -394,7 +397,10 @@ def data_driven_splits(
     if watermark is None:
         return DataDrivenSplits([], [])
     credits = [row for row in rows if isinstance(row, CreditRow)]
-    derived, paths = sink.restated_splits(credits, watermark)
+    try:
+        derived, paths = sink.restated_splits(credits, watermark)
+    except ValueError as error:
+        raise RestateError(f"the data-driven splits not derived: {error}") from None
     return DataDrivenSplits(derived, paths, sink)
 
 
@@ -451,11 +457,20 @@ def run_restate(settings: Settings, path: Path, processes: int) -> int:
         client = connect(settings.clickhouse)
         try:
             now = datetime.now(UTC)
-            splits = data_driven_splits(client, adopted, outcome.final_rows, now)
+            splits = derive_data_driven_splits(client, adopted, outcome.final_rows, now)
             version = adopt(
                 client, adopted, [*outcome.final_rows, *splits.rows], now, written_before
             )
-            splits.store_paths()
+            try:
+                splits.store_paths()
+            except ClickHouseError as error:
+                # The version rules already: the credits switched, only the weights' input lags.
+                print(
+                    f"the restated orders' converting paths were not stored: {first_line(error)};"
+                    " the model weights read their old paths until the orders change (a new"
+                    " restate with the same file stores them)",
+                    file=sys.stderr,
+                )
         finally:
             client.close()
     except CatalogError as error:

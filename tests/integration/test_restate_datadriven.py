@@ -24,7 +24,7 @@ from schemas.events import validate_event
 from simulation.storefront import Storefront
 from sinks.catalog_store import catalog_rows, exchange_rates
 from sinks.clickhouse import ClickHouseWriter, connect
-from sinks.datadriven import DataDrivenSink
+from sinks.datadriven import LAST_CREDITED_SQL, DataDrivenSink
 from sinks.migrations import migrate
 from streams.cli import main
 from streams.settings import Settings
@@ -37,8 +37,9 @@ def test_a_restate_splits_the_restated_orders_under_markov_and_shapley_too(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The data-driven models switch with the others: the restate splits the restated `linear`
-    rows as the worker's data-driven pass would, by the weights the orders were split by, and
-    the restarted worker has nothing left to split (docs/scenarios.md)."""
+    rows as the worker's data-driven pass would, each order by the weights version it was split
+    by (no reweigh window here), stores their paths, and the restarted worker resumes after them
+    with nothing left to split (docs/scenarios.md)."""
     dsn = f"chdb://{tmp_path / 'clickhouse'}"
     store = Storefront(datetime(2026, 3, 1, tzinfo=UTC), seed=9)
     files = read_catalog_dir(store.write_catalog(tmp_path / "catalog"))
@@ -53,44 +54,57 @@ def test_a_restate_splits_the_restated_orders_under_markov_and_shapley_too(
         live = LocalPipeline(
             store.static_catalog(), Rules(), pii_key=PII_SALT.encode(), on_rows=emitted.extend
         )
-        live.feed_all(validate_event(event) for event in store.events(300))
-        writer.insert_now(row.to_wire() for row in emitted)
-        _data_driven_passes(DataDrivenSink(writer, Rules(), WEIGHTS_WINDOW, REWEIGH_WINDOW))
+        # Two deliveries, weights computed after each: the orders of the first keep the first
+        # weights version (no reweigh window), those of the second take a later one.
+        events = store.events(300)
+        for delivery in (events[: len(events) // 2], events[len(events) // 2 :]):
+            live.feed_all(validate_event(event) for event in delivery)
+            writer.insert_now(row.to_wire() for row in emitted)
+            emitted.clear()
+            _data_driven_passes(DataDrivenSink(writer, Rules(), WEIGHTS_WINDOW, timedelta(0)))
         before = _splits(client)
-        assert before["markov"] == before["shapley"] == before["linear"]
+        versions_before = _weights_versions(client)
+        [[current]] = client.query("SELECT max(version) FROM model_weights").result_rows
 
         (tmp_path / "restated.env").write_text("ATTRIBUTION_LOOKBACK_DAYS=0.5\n")
         monkeypatch.setenv("ATTRIBUTION_CLICKHOUSE_DSN", dsn)
         monkeypatch.setenv("ATTRIBUTION_PII_SALT", PII_SALT)
+        monkeypatch.setenv("ATTRIBUTION_WEIGHTS_REWEIGH_DAYS", "0")
         assert main(["restate", "--settings", str(tmp_path / "restated.env")]) == 0
         restated = _splits(client)
-        weights_versions = _weights_versions(client)
-        [[rows_restated]] = client.query("SELECT count() FROM credits").result_rows
+        versions_restated = _weights_versions(client)
+        paths = _converting_paths(client)
+        linear_paths = _linear_paths(client)
+        [[rows_restated, newest_restated]] = client.query(
+            "SELECT count(), max(written_at) FROM credits"
+        ).result_rows
+        [[resume_after]] = client.query(LAST_CREDITED_SQL).result_rows
 
         restated_rules = Settings(lookback_days=0.5).rules
-        restarted = DataDrivenSink(writer, restated_rules, WEIGHTS_WINDOW, REWEIGH_WINDOW)
+        restarted = DataDrivenSink(writer, restated_rules, WEIGHTS_WINDOW, timedelta(0))
         watermark = restarted.watermark(datetime.now(UTC))
         assert watermark is not None
         # The restarted worker resumes after the restated rows...
         assert asyncio.run(restarted.credit_orders(watermark)) == (0, False)
         # ...and, read again, would split none of them: each is split as it would split it.
-        orders = sorted({order_id for order_id, _, _ in restated["linear"]})
+        orders = sorted(versions_restated)
         assert restarted.credit_page(orders, restarted.current_weights(), watermark) == 0
         [[rows_after_passes]] = client.query("SELECT count() FROM credits").result_rows
-        [[paths]] = client.query(
-            "SELECT count() FROM journey_paths FINAL WHERE converted"
-        ).result_rows
     finally:
         client.close()
+    assert _split_from_linear(before)
     assert restated["linear"] != before["linear"]  # half a day of lookback credits fewer clicks
-    assert restated["markov"] == restated["shapley"] == restated["linear"]
-    # Split by real weights, as the orders were before.
-    assert weights_versions and 0 not in weights_versions
+    assert _split_from_linear(restated)
+    # Every order keeps the weights it was split by, though newer ones exist.
+    assert versions_restated == versions_before
+    assert 0 < min(versions_before.values()) < current
     assert rows_after_passes == rows_restated
-    assert paths == len({order_id for order_id, _, _ in restated["linear"]})
+    # Each restated order's path is its restated touchpoints', stored where a restart resumes.
+    assert resume_after >= newest_restated
+    assert paths == linear_paths
 
 
-WEIGHTS_WINDOW, REWEIGH_WINDOW = timedelta(days=90), timedelta(days=30)
+WEIGHTS_WINDOW = timedelta(days=90)
 
 
 def _data_driven_passes(sink: DataDrivenSink) -> None:
@@ -107,22 +121,65 @@ def _data_driven_passes(sink: DataDrivenSink) -> None:
     raise AssertionError("the data-driven passes never settled")
 
 
-def _splits(client: Client) -> dict[str, set[tuple[str, str, Decimal]]]:
-    """Per model, the touchpoints credited (order, click) with the order's revenue."""
+def _splits(client: Client) -> dict[str, dict[str, tuple[Decimal, frozenset[str]]]]:
+    """Per model and order, the revenue credited and the touchpoints credited."""
     rows = client.query(
-        "SELECT model, order_id, touchpoint_event_id, sum(revenue_credit) OVER "
-        "(PARTITION BY model, order_id) FROM credits FINAL WHERE NOT is_deleted"
+        "SELECT model, order_id, sum(revenue_credit), groupArray(touchpoint_event_id) "
+        "FROM credits FINAL WHERE NOT is_deleted GROUP BY model, order_id"
     ).result_rows
-    splits: dict[str, set[tuple[str, str, Decimal]]] = defaultdict(set)
-    for model, order_id, touchpoint, order_revenue in rows:
-        splits[model].add((order_id, touchpoint, Decimal(order_revenue)))
+    splits: dict[str, dict[str, tuple[Decimal, frozenset[str]]]] = defaultdict(dict)
+    for model, order_id, revenue, touchpoints in rows:
+        splits[model][order_id] = (Decimal(revenue), frozenset(touchpoints))
     return splits
 
 
-def _weights_versions(client: Client) -> set[int]:
-    """The weights versions the live `markov` and `shapley` rows were split by."""
+def _split_from_linear(splits: dict[str, dict[str, tuple[Decimal, frozenset[str]]]]) -> bool:
+    """Whether every order's `markov` and `shapley` credit is its `linear` revenue, over its
+    linear touchpoints (a touchpoint whose influencer weighs nothing gets no row)."""
+    linear = splits["linear"]
+    return all(
+        split.keys() == linear.keys()
+        and all(
+            revenue == linear[order_id][0] and touchpoints <= linear[order_id][1]
+            for order_id, (revenue, touchpoints) in split.items()
+        )
+        for split in (splits["markov"], splits["shapley"])
+    )
+
+
+def _weights_versions(client: Client) -> dict[str, int]:
+    """Per order, the weights version its live `markov` and `shapley` rows were split by."""
     rows = client.query(
-        "SELECT DISTINCT version FROM credits FINAL "
-        "WHERE model IN ('markov', 'shapley') AND NOT is_deleted"
+        "SELECT order_id, groupUniqArray(version) FROM credits FINAL "
+        "WHERE model IN ('markov', 'shapley') AND NOT is_deleted GROUP BY order_id"
     ).result_rows
-    return {weights_version_of(version) for [version] in rows}
+    versions = {}
+    for order_id, [version, *others] in rows:
+        assert not others, f"order {order_id} split by two versions"
+        versions[order_id] = weights_version_of(version)
+    return versions
+
+
+def _converting_paths(client: Client) -> dict[str, list[tuple[str, ...]]]:
+    """Per order, the influencers of each converting path stored for it, any version."""
+    paths: dict[str, list[tuple[str, ...]]] = defaultdict(list)
+    for order_id, influencers in client.query(
+        "SELECT order_id, influencers FROM journey_paths WHERE converted "
+        "AND linear_written_at >= (SELECT max(written_at) FROM credits)"
+    ).result_rows:
+        paths[order_id].append(tuple(influencers))
+    return paths
+
+
+def _linear_paths(client: Client) -> dict[str, list[tuple[str, ...]]]:
+    """Per order, the influencers of its live `linear` rows in position order."""
+    touchpoints: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    for order_id, position, influencer_id in client.query(
+        "SELECT order_id, position, influencer_id FROM credits FINAL "
+        "WHERE model = 'linear' AND NOT is_deleted"
+    ).result_rows:
+        touchpoints[order_id].append((position, influencer_id))
+    return {
+        order_id: [tuple(influencer for _, influencer in sorted(rows) if influencer)]
+        for order_id, rows in touchpoints.items()
+    }
