@@ -5,19 +5,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
+from clickhouse_connect.driver.client import Client
 from pydantic import SecretStr
 
 from attribution.models import ALL_MODELS
 from attribution.replay import LocalPipeline
+from attribution.rows import Row
+from attribution.rules import Rules
 from schemas.catalog import read_catalog_dir
 from schemas.events import InvalidEvent, decode_event
 from simulation.storefront import Storefront
-from sinks.catalog_store import publish_catalog, to_static_catalog
+from sinks.catalog_store import catalog_rows, exchange_rates, publish_catalog, to_static_catalog
+from sinks.clickhouse import ClickHouseWriter
+from sinks.migrations import migrate
 from streams.producer import produce_events
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess, free_port
@@ -186,3 +192,22 @@ def assigned_event_partitions(worker: WorkerProcess) -> int:
         for name, labels in worker.metrics()
         if name == "attribution_consumer_lag" and ("topic", "events") in labels
     )
+
+
+def storefront_clickhouse(
+    client: Client, store: Storefront, catalog_dir: Path, pii_salt: str
+) -> tuple[ClickHouseWriter, LocalPipeline, list[Row]]:
+    """A migrated ClickHouse holding the storefront's catalog (version 1, rates into USD), and a
+    pipeline on that catalog whose rows collect in the list, for the test to store as a worker's
+    sink would."""
+    migrate(client)
+    writer = ClickHouseWriter(client)
+    files = read_catalog_dir(store.write_catalog(catalog_dir))
+    writer.insert_now(
+        catalog_rows(files, 1, datetime(2026, 2, 1, tzinfo=UTC), exchange_rates(files, "USD"))
+    )
+    emitted: list[Row] = []
+    pipeline = LocalPipeline(
+        store.static_catalog(), Rules(), pii_key=pii_salt.encode(), on_rows=emitted.extend
+    )
+    return writer, pipeline, emitted

@@ -16,18 +16,14 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from attribution.datadriven_credits import weights_version_of
-from attribution.replay import LocalPipeline
-from attribution.rows import Row
 from attribution.rules import Rules
-from schemas.catalog import read_catalog_dir
 from schemas.events import validate_event
 from simulation.storefront import Storefront
-from sinks.catalog_store import catalog_rows, exchange_rates
-from sinks.clickhouse import ClickHouseWriter, connect
+from sinks.clickhouse import connect
 from sinks.datadriven import LAST_CREDITED_SQL, DataDrivenSink
-from sinks.migrations import migrate
 from streams.cli import main
 from streams.settings import Settings
+from tests.integration.helpers import storefront_clickhouse
 
 pytestmark = pytest.mark.integration
 PII_SALT = "restate-salt"
@@ -42,18 +38,9 @@ def test_a_restate_splits_the_restated_orders_under_markov_and_shapley_too(
     with nothing left to split (docs/scenarios.md)."""
     dsn = f"chdb://{tmp_path / 'clickhouse'}"
     store = Storefront(datetime(2026, 3, 1, tzinfo=UTC), seed=9)
-    files = read_catalog_dir(store.write_catalog(tmp_path / "catalog"))
     client = connect(dsn)
     try:
-        migrate(client)
-        writer = ClickHouseWriter(client)
-        writer.insert_now(
-            catalog_rows(files, 1, datetime(2026, 2, 1, tzinfo=UTC), exchange_rates(files, "USD"))
-        )
-        emitted: list[Row] = []
-        live = LocalPipeline(
-            store.static_catalog(), Rules(), pii_key=PII_SALT.encode(), on_rows=emitted.extend
-        )
+        writer, live, emitted = storefront_clickhouse(client, store, tmp_path / "catalog", PII_SALT)
         # Two deliveries, weights computed after each: the orders of the first keep the first
         # weights version (no reweigh window), those of the second take a later one.
         events = store.events(300)

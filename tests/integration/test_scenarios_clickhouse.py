@@ -20,18 +20,17 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from attribution.replay import LocalPipeline
-from attribution.rows import CreditRow, Row
-from attribution.rules import ClickPolicy, Rules
+from attribution.rows import CreditRow
+from attribution.rules import ClickPolicy
 from schemas.catalog import read_catalog_dir
 from schemas.events import validate_event
 from simulation.storefront import Storefront
-from sinks.catalog_store import catalog_rows, exchange_rates
 from sinks.clickhouse import ClickHouseWriter, connect
-from sinks.migrations import migrate
 from streams.cli import main
 from streams.restate import RestateError, Restatement, adopt, credits_written, manifest
 from streams.scenario import history_from_clickhouse, run_history
 from streams.settings import Settings
+from tests.integration.helpers import storefront_clickhouse
 
 pytestmark = pytest.mark.integration
 PII_SALT = "scenario-salt"
@@ -51,17 +50,8 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stored]:
     directory = tmp_path_factory.mktemp("scenarios")
     dsn = f"chdb://{directory / 'clickhouse'}"
     store = Storefront(datetime(2026, 3, 1, tzinfo=UTC), seed=5)
-    files = read_catalog_dir(store.write_catalog(directory / "catalog"))
     client = connect(dsn)
-    migrate(client)
-    writer = ClickHouseWriter(client)
-    writer.insert_now(
-        catalog_rows(files, 1, datetime(2026, 2, 1, tzinfo=UTC), exchange_rates(files, "USD"))
-    )
-    emitted: list[Row] = []
-    live = LocalPipeline(
-        store.static_catalog(), Rules(), pii_key=PII_SALT.encode(), on_rows=emitted.extend
-    )
+    writer, live, emitted = storefront_clickhouse(client, store, directory / "catalog", PII_SALT)
     events = store.events(400)
     live.feed_all(validate_event(event) for event in events)
     writer.insert_now(row.to_wire() for row in emitted)
