@@ -86,7 +86,7 @@ def sums(client: Client, sql: str) -> dict[str, Decimal]:
     return {str(key): Decimal(value) for key, value in client.query(sql).result_rows}
 
 
-def test_restate_switches_the_views_keeps_the_old_version_and_records_both(
+def restate_switches_the_views_keeps_the_old_version_and_records_both(
     stored: Stored, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     revenue_by_influencer = (
@@ -185,7 +185,7 @@ def table_rows(client: Client) -> dict[str, int]:
     }
 
 
-def test_a_restate_stopped_after_the_first_exchange_is_rolled_back_by_the_next(
+def a_restate_stopped_after_the_first_exchange_is_rolled_back_by_the_next(
     stored: Stored, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     # Manifest times go in as UTC on a machine that is not: New York, from here on.
@@ -230,7 +230,7 @@ def test_a_restate_stopped_after_the_first_exchange_is_rolled_back_by_the_next(
     assert versions[0]["ruled_to"] == ruled[1][1]
 
 
-def test_a_restate_refuses_to_swap_when_credits_moved_and_rolls_back(stored: Stored) -> None:
+def a_restate_refuses_to_swap_when_credits_moved_and_rolls_back(stored: Stored) -> None:
     before = table_rows(stored.client)
     [[newest]] = stored.client.query("SELECT max(written_at) FROM credits").result_rows
     read_then = (newest, credits_written(stored.client)[1] - 1)  # a worker wrote one since
@@ -241,7 +241,7 @@ def test_a_restate_refuses_to_swap_when_credits_moved_and_rolls_back(stored: Sto
     assert manifest(stored.client)[-1]["state"] == "rolled back"
 
 
-def test_erasure_reaches_the_kept_versions(stored: Stored) -> None:
+def erasure_reaches_the_kept_versions(stored: Stored) -> None:
     [[customer]] = stored.client.query(
         "SELECT any(customer_id) FROM orders_s1 WHERE customer_id != ''"
     ).result_rows
@@ -256,6 +256,19 @@ def test_erasure_reaches_the_kept_versions(stored: Stored) -> None:
         "SELECT count() FROM orders_s1 WHERE customer_id = 'erased-1'"
     ).result_rows
     assert pseudonymous > 0
+
+
+def test_restate_story_switch_roll_back_refuse_and_erase(
+    stored: Stored, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """One story, in order: each step needs the settings versions the steps before it made (a
+    test per step could run in another xdist process, on a fresh database)."""
+    restate_switches_the_views_keeps_the_old_version_and_records_both(stored, monkeypatch, tmp_path)
+    a_restate_stopped_after_the_first_exchange_is_rolled_back_by_the_next(
+        stored, monkeypatch, tmp_path
+    )
+    a_restate_refuses_to_swap_when_credits_moved_and_rolls_back(stored)
+    erasure_reaches_the_kept_versions(stored)
 
 
 def test_restate_settings_errors_are_one_line_naming_the_line(
