@@ -479,6 +479,11 @@ class ClickHouseWriter:
                 column_oriented=False,
             )
 
+    def mutate(self, sql: str, parameters: dict[str, Any]) -> None:
+        """An `ALTER TABLE ... UPDATE/DELETE`, returning once every part is rewritten."""
+        with self._lock:
+            self._client.command(sql, parameters=parameters, settings={"mutations_sync": 2})
+
     def query(
         self, sql: str, *, readonly: bool = True, parameters: dict[str, Any] | None = None
     ) -> tuple[list[str], list[list[Any]]]:

@@ -466,8 +466,8 @@ def run_restate(settings: Settings, path: Path, processes: int) -> int:
             except ClickHouseError as error:
                 # The version rules already: the credits switched, only the weights' input lags.
                 print(
-                    f"the restated orders' converting paths were not stored: {first_line(error)};"
-                    " the model weights read their old paths until the orders change (a new"
+                    f"storing the restated orders' converting paths failed: {first_line(error)};"
+                    " the model weights may read their old paths until the orders change (a new"
                     " restate with the same file stores them)",
                     file=sys.stderr,
                 )

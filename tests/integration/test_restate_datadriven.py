@@ -86,7 +86,9 @@ def test_a_restate_splits_the_restated_orders_under_markov_and_shapley_too(
     assert versions_restated == versions_before
     assert 0 < min(versions_before.values()) < current
     assert rows_after_passes == rows_restated
-    # Each restated order's path is its restated touchpoints', stored where a restart resumes.
+    # Each restated order's path is its restated touchpoints', though the replaced settings
+    # restated some orders more often (their old paths have higher versions); stored where a
+    # restart resumes.
     assert resume_after >= newest_restated
     assert paths == linear_paths
 
@@ -148,11 +150,10 @@ def _weights_versions(client: Client) -> dict[str, int]:
 
 
 def _converting_paths(client: Client) -> dict[str, list[tuple[str, ...]]]:
-    """Per order, the influencers of each converting path stored for it, any version."""
+    """Per order, the influencers of its converting path as the weights read it (FINAL)."""
     paths: dict[str, list[tuple[str, ...]]] = defaultdict(list)
     for order_id, influencers in client.query(
-        "SELECT order_id, influencers FROM journey_paths WHERE converted "
-        "AND linear_written_at >= (SELECT max(written_at) FROM credits)"
+        "SELECT order_id, influencers FROM journey_paths FINAL WHERE converted"
     ).result_rows:
         paths[order_id].append(tuple(influencers))
     return paths
