@@ -118,6 +118,7 @@ DELETE_REPLACED_PATHS_SQL = """
     WHERE has({ids:Array(String)}, path_id)
         AND linear_written_at < {restated_at:DateTime64(3, 'UTC')}
 """
+DELETE_CLOSED_PATHS_SQL = "ALTER TABLE journey_paths DELETE WHERE NOT converted"
 # Path ids per delete: each is a mutation of the table, and the ids travel in its parameters.
 REPLACED_PATHS_PER_DELETE = 5_000
 CURRENT_WEIGHTS_VERSION_SQL = "SELECT max(version) FROM model_weights"
@@ -506,6 +507,21 @@ class DataDrivenSink:
                     "restated_at": restated_at,
                 },
             )
+
+    def restate_closed_paths(self, watermark: datetime) -> int:
+        """Every non-converting path again, under these rules, once a restate's credits rule:
+        which clicks are an order's touchpoints, and where a journey without an order ends,
+        both follow the lookback. Returns how many. The old paths are deleted first: a failure
+        part way leaves the new ones up to some time, and the worker's pass goes on from there
+        under the same rules."""
+        self.writer.mutate(DELETE_CLOSED_PATHS_SQL, {})
+        self.paths_until = None
+        written = 0
+        while True:
+            reached = self.paths_until
+            written += self._write_closed_paths(watermark)
+            if self.paths_until == reached:
+                return written
 
     # --- non-converting paths --------------------------------------------------------------
 

@@ -7,7 +7,8 @@ the exchange). The tables they replace stay queryable as `credits_s<N>` and `ord
 `settings_versions` records every version's settings and when it ruled. The `markov` and
 `shapley` rows of the restated orders are split as the worker's data-driven pass would split
 them (sinks/datadriven.py) and written with the others, so every model switches at once; their
-converting paths go to `journey_paths` once the new version rules.
+converting paths go to `journey_paths` once the new version rules, and every non-converting
+path is written again under the new settings.
 
 The manifest is written first: a new version is recorded as pending, with its staging tables
 named by its number and marked by a table comment, before anything moves. A restate that
@@ -374,10 +375,13 @@ class DataDrivenSplits:
     rows: list[CreditRow]
     paths: list[JourneyPath]
     sink: DataDrivenSink | None = None
+    watermark: datetime | None = None
 
     def store_paths(self) -> None:
-        if self.sink is not None and self.paths:
+        """The restated orders' converting paths, then every non-converting path again."""
+        if self.sink is not None and self.watermark is not None:
             self.sink.store_restated_paths(self.paths)
+            self.sink.restate_closed_paths(self.watermark)
 
 
 def derive_data_driven_splits(
@@ -401,7 +405,7 @@ def derive_data_driven_splits(
         derived, paths = sink.restated_splits(credits, watermark)
     except ValueError as error:
         raise RestateError(f"the data-driven splits not derived: {error}") from None
-    return DataDrivenSplits(derived, paths, sink)
+    return DataDrivenSplits(derived, paths, sink, watermark)
 
 
 def _prepare(settings: Settings, adopted: Settings) -> tuple[int, tuple[Any, int], list[int]]:
@@ -466,9 +470,9 @@ def run_restate(settings: Settings, path: Path, processes: int) -> int:
             except ClickHouseError as error:
                 # The version rules already: the credits switched, only the weights' input lags.
                 print(
-                    f"storing the restated orders' converting paths failed: {first_line(error)};"
-                    " the model weights may read their old paths until the orders change (a new"
-                    " restate with the same file stores them)",
+                    f"storing the restated journeys' paths failed: {first_line(error)}; the"
+                    " model weights may read old paths until a restate with the same file"
+                    " stores them",
                     file=sys.stderr,
                 )
         finally:

@@ -34,8 +34,9 @@ def test_a_restate_splits_the_restated_orders_under_markov_and_shapley_too(
 ) -> None:
     """The data-driven models switch with the others: the restate splits the restated `linear`
     rows as the worker's data-driven pass would, each order by the weights version it was split
-    by (no reweigh window here), stores their paths, and the restarted worker resumes after them
-    with nothing left to split (docs/scenarios.md)."""
+    by (no reweigh window here), stores their paths and every non-converting path under the new
+    lookback, and the restarted worker resumes after them with nothing left to split or write
+    (docs/scenarios.md)."""
     dsn = f"chdb://{tmp_path / 'clickhouse'}"
     store = Storefront(datetime(2026, 3, 1, tzinfo=UTC), seed=9)
     client = connect(dsn)
@@ -51,6 +52,7 @@ def test_a_restate_splits_the_restated_orders_under_markov_and_shapley_too(
             _data_driven_passes(DataDrivenSink(writer, Rules(), WEIGHTS_WINDOW, timedelta(0)))
         before = _splits(client)
         versions_before = _weights_versions(client)
+        closed_before = _closed_paths(client)
         [[current]] = client.query("SELECT max(version) FROM model_weights").result_rows
 
         (tmp_path / "restated.env").write_text("ATTRIBUTION_LOOKBACK_DAYS=0.5\n")
@@ -62,6 +64,7 @@ def test_a_restate_splits_the_restated_orders_under_markov_and_shapley_too(
         versions_restated = _weights_versions(client)
         paths = _converting_paths(client)
         linear_paths = _linear_paths(client)
+        closed_restated = _closed_paths(client)
         [[rows_restated, newest_restated]] = client.query(
             "SELECT count(), max(written_at) FROM credits"
         ).result_rows
@@ -73,6 +76,7 @@ def test_a_restate_splits_the_restated_orders_under_markov_and_shapley_too(
         assert watermark is not None
         # The restarted worker resumes after the restated rows...
         assert asyncio.run(restarted.credit_orders(watermark)) == (0, False)
+        assert asyncio.run(restarted.write_closed_paths(watermark)) == 0
         # ...and, read again, would split none of them: each is split as it would split it.
         orders = sorted(versions_restated)
         assert restarted.credit_page(orders, restarted.current_weights(), watermark) == 0
@@ -91,6 +95,10 @@ def test_a_restate_splits_the_restated_orders_under_markov_and_shapley_too(
     # restart resumes.
     assert resume_after >= newest_restated
     assert paths == linear_paths
+    # The journeys without an order are cut by the new lookback too: under 30 days few had
+    # settled, under half a day many have, none longer than the lookback.
+    assert len(closed_restated) > len(closed_before)
+    assert max(closed_restated.values()) <= timedelta(days=0.5)
 
 
 WEIGHTS_WINDOW = timedelta(days=90)
@@ -157,6 +165,16 @@ def _converting_paths(client: Client) -> dict[str, list[tuple[str, ...]]]:
     ).result_rows:
         paths[order_id].append(tuple(influencers))
     return paths
+
+
+def _closed_paths(client: Client) -> dict[str, timedelta]:
+    """Per non-converting path, the time from its first click to its last."""
+    return {
+        path_id: ended_at - first
+        for path_id, first, ended_at in client.query(
+            "SELECT path_id, touched_at[1], ended_at FROM journey_paths FINAL WHERE NOT converted"
+        ).result_rows
+    }
 
 
 def _linear_paths(client: Client) -> dict[str, list[tuple[str, ...]]]:
