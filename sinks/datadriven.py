@@ -111,13 +111,8 @@ SPLIT_VERSIONS_SQL = """
     GROUP BY order_id
 """
 NEWEST_CREDIT_SQL = "SELECT max(written_at) FROM credits"
-# A restate's converting paths replace the stored ones of the same orders, whatever their
-# version; its own are those that resume at its newest credit row.
-DELETE_REPLACED_PATHS_SQL = """
-    ALTER TABLE journey_paths DELETE
-    WHERE has({ids:Array(String)}, path_id)
-        AND linear_written_at < {restated_at:DateTime64(3, 'UTC')}
-"""
+# A restate's converting paths replace the stored ones of the same orders, whatever their version.
+DELETE_PATHS_SQL = "ALTER TABLE journey_paths DELETE WHERE has({ids:Array(String)}, path_id)"
 DELETE_CLOSED_PATHS_SQL = "ALTER TABLE journey_paths DELETE WHERE NOT converted"
 # Path ids per delete: each is a mutation of the table, and the ids travel in its parameters.
 REPLACED_PATHS_PER_DELETE = 5_000
@@ -484,29 +479,24 @@ class DataDrivenSink:
         return derived, paths
 
     def store_restated_paths(self, paths: Sequence[JourneyPath]) -> None:
-        """Converting paths of restated orders, once the restated credits rule: a restarted
-        worker resumes crediting after the newest credit row (LAST_CREDITED_SQL), which the
-        restate has split already. Then the paths they replace are deleted: a path's version is
-        its order's, and the replaced settings may have restated an order more often than the
-        restate does, so the old path would otherwise win under FINAL. Written first, deleted
-        after: a failed delete leaves both, never neither."""
+        """Converting paths of restated orders, in place of the stored ones, once the restated
+        credits rule: a restarted worker resumes crediting after the newest credit row
+        (LAST_CREDITED_SQL), which the restate has split already.
+
+        The stored paths of these orders are deleted first. A path's version is its order's, and
+        the replaced settings may have restated an order more often than the restate does: kept
+        beside the new path, the old one would win under FINAL, and a merge would drop the new
+        one. A failure between the two leaves these orders without a path until a restate with
+        the same settings stores them."""
+        for start in range(0, len(paths), REPLACED_PATHS_PER_DELETE):
+            chunk = paths[start : start + REPLACED_PATHS_PER_DELETE]
+            self.writer.mutate(DELETE_PATHS_SQL, {"ids": [path.path_id for path in chunk]})
         _, [[newest]] = self.writer.query(NEWEST_CREDIT_SQL)
-        restated_at = _utc(newest)
         self.writer.insert_columns(
             "journey_paths",
-            [[*_path_values(path), restated_at] for path in paths],
+            [[*_path_values(path), _utc(newest)] for path in paths],
             list(CONVERTING_PATH_COLUMNS),
         )
-        for start in range(0, len(paths), REPLACED_PATHS_PER_DELETE):
-            self.writer.mutate(
-                DELETE_REPLACED_PATHS_SQL,
-                {
-                    "ids": [
-                        path.path_id for path in paths[start : start + REPLACED_PATHS_PER_DELETE]
-                    ],
-                    "restated_at": restated_at,
-                },
-            )
 
     def restate_closed_paths(self, watermark: datetime) -> int:
         """Every non-converting path again, under these rules, once a restate's credits rule:
