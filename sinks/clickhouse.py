@@ -469,9 +469,7 @@ class ClickHouseWriter:
         ]
         with self._lock:
             for statement in statements:
-                self._client.command(
-                    statement, parameters=parameters, settings={"mutations_sync": 2}
-                )
+                self.command(statement, parameters)
             self._insert(
                 "erasures",
                 [[pseudonym, len(visitor_ids)]],
@@ -479,8 +477,9 @@ class ClickHouseWriter:
                 column_oriented=False,
             )
 
-    def mutate(self, sql: str, parameters: dict[str, Any]) -> None:
-        """An `ALTER TABLE ... UPDATE/DELETE`, returning once every part is rewritten."""
+    def command(self, sql: str, parameters: dict[str, Any]) -> None:
+        """A statement that changes a table; a mutation (`ALTER TABLE ... UPDATE/DELETE`)
+        returns once every part is rewritten."""
         with self._lock:
             self._client.command(sql, parameters=parameters, settings={"mutations_sync": 2})
 

@@ -111,11 +111,8 @@ SPLIT_VERSIONS_SQL = """
     GROUP BY order_id
 """
 NEWEST_CREDIT_SQL = "SELECT max(written_at) FROM credits"
-# A restate's converting paths replace the stored ones of the same orders, whatever their version.
-DELETE_PATHS_SQL = "ALTER TABLE journey_paths DELETE WHERE has({ids:Array(String)}, path_id)"
-DELETE_CLOSED_PATHS_SQL = "ALTER TABLE journey_paths DELETE WHERE NOT converted"
-# Path ids per delete: each is a mutation of the table, and the ids travel in its parameters.
-REPLACED_PATHS_PER_DELETE = 5_000
+# A restate writes every path again (`restate_paths`).
+CLEAR_PATHS_SQL = "TRUNCATE TABLE journey_paths"
 CURRENT_WEIGHTS_VERSION_SQL = "SELECT max(version) FROM model_weights"
 WEIGHTS_SQL = """
     SELECT model, influencer_id, weight FROM model_weights FINAL
@@ -478,40 +475,30 @@ class DataDrivenSink:
             paths.append(converting_path(linear))
         return derived, paths
 
-    def store_restated_paths(self, paths: Sequence[JourneyPath]) -> None:
-        """Converting paths of restated orders, in place of the stored ones, once the restated
-        credits rule: a restarted worker resumes crediting after the newest credit row
-        (LAST_CREDITED_SQL), which the restate has split already.
+    def restate_paths(self, converting: Sequence[JourneyPath], watermark: datetime) -> None:
+        """Every path again, once a restate's credits rule: `converting`, the restated orders'
+        paths, then the non-converting ones under these rules (the lookback decides which clicks
+        are an order's touchpoints and where a journey without an order ends), up to the event
+        time the worker's pass would reach at `watermark`.
 
-        The stored paths of these orders are deleted first. A path's version is its order's, and
-        the replaced settings may have restated an order more often than the restate does: kept
-        beside the new path, the old one would win under FINAL, and a merge would drop the new
-        one. A failure between the two leaves these orders without a path until a restate with
-        the same settings stores them."""
-        for start in range(0, len(paths), REPLACED_PATHS_PER_DELETE):
-            chunk = paths[start : start + REPLACED_PATHS_PER_DELETE]
-            self.writer.mutate(DELETE_PATHS_SQL, {"ids": [path.path_id for path in chunk]})
+        The table is emptied first. A path's version is its order's, and the replaced settings
+        may have restated an order more often than the restate does: beside the new path, the
+        old one would win under FINAL, and a merge would drop the new one. A restarted worker
+        resumes crediting after the newest credit row (LAST_CREDITED_SQL), which the restate has
+        split already, and writes non-converting paths on from the last one written here."""
+        self.writer.command(CLEAR_PATHS_SQL, {})
         _, [[newest]] = self.writer.query(NEWEST_CREDIT_SQL)
         self.writer.insert_columns(
             "journey_paths",
-            [[*_path_values(path), _utc(newest)] for path in paths],
+            [[*_path_values(path), _utc(newest)] for path in converting],
             list(CONVERTING_PATH_COLUMNS),
         )
-
-    def restate_closed_paths(self, watermark: datetime) -> int:
-        """Every non-converting path again, under these rules, once a restate's credits rule:
-        which clicks are an order's touchpoints, and where a journey without an order ends,
-        both follow the lookback. Returns how many. The old paths are deleted first: a failure
-        part way leaves the new ones up to some time, and the worker's pass goes on from there
-        under the same rules."""
-        self.writer.mutate(DELETE_CLOSED_PATHS_SQL, {})
         self.paths_until = None
-        written = 0
         while True:
             reached = self.paths_until
-            written += self._write_closed_paths(watermark)
+            self._write_closed_paths(watermark)
             if self.paths_until == reached:
-                return written
+                return
 
     # --- non-converting paths --------------------------------------------------------------
 

@@ -370,18 +370,18 @@ def adopt(
 
 @dataclass
 class DataDrivenSplits:
-    """The restated orders' `markov` and `shapley` rows, and their paths, stored after the swap."""
+    """The restated orders' `markov` and `shapley` rows, and their paths, stored after the swap
+    by the data-driven sink at the watermark it split them at (None: none to store)."""
 
     rows: list[CreditRow]
     paths: list[JourneyPath]
-    sink: DataDrivenSink | None = None
-    watermark: datetime | None = None
+    sink_at: tuple[DataDrivenSink, datetime] | None = None
 
     def store_paths(self) -> None:
-        """The restated orders' converting paths, then every non-converting path again."""
-        if self.sink is not None and self.watermark is not None:
-            self.sink.store_restated_paths(self.paths)
-            self.sink.restate_closed_paths(self.watermark)
+        """Every path again: the restated orders', then the non-converting ones."""
+        if self.sink_at is not None:
+            sink, watermark = self.sink_at
+            sink.restate_paths(self.paths, watermark)
 
 
 def derive_data_driven_splits(
@@ -405,7 +405,7 @@ def derive_data_driven_splits(
         derived, paths = sink.restated_splits(credits, watermark)
     except ValueError as error:
         raise RestateError(f"the data-driven splits not derived: {error}") from None
-    return DataDrivenSplits(derived, paths, sink, watermark)
+    return DataDrivenSplits(derived, paths, (sink, watermark))
 
 
 def _prepare(settings: Settings, adopted: Settings) -> tuple[int, tuple[Any, int], list[int]]:
@@ -470,9 +470,9 @@ def run_restate(settings: Settings, path: Path, processes: int) -> int:
             except ClickHouseError as error:
                 # The version rules already: the credits switched, only the weights' input lags.
                 print(
-                    f"storing the restated journeys' paths failed: {first_line(error)}; the"
-                    " model weights may read old paths until a restate with the same file"
-                    " stores them",
+                    f"the journeys' paths were not all written again: {first_line(error)};"
+                    " until a restate with the same file writes them, the model weights read"
+                    " fewer paths",
                     file=sys.stderr,
                 )
         finally:

@@ -11,7 +11,6 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
 from clickhouse_connect.driver.client import Client
@@ -20,7 +19,7 @@ from attribution.datadriven_credits import weights_version_of
 from attribution.rules import Rules
 from schemas.events import validate_event
 from simulation.storefront import Storefront
-from sinks.clickhouse import ClickHouseWriter, connect
+from sinks.clickhouse import connect
 from sinks.datadriven import LAST_CREDITED_SQL, DataDrivenSink
 from streams.cli import main
 from streams.settings import Settings
@@ -60,7 +59,6 @@ def test_a_restate_splits_the_restated_orders_under_markov_and_shapley_too(
         monkeypatch.setenv("ATTRIBUTION_CLICKHOUSE_DSN", dsn)
         monkeypatch.setenv("ATTRIBUTION_PII_SALT", PII_SALT)
         monkeypatch.setenv("ATTRIBUTION_WEIGHTS_REWEIGH_DAYS", "0")
-        monkeypatch.setattr(ClickHouseWriter, "mutate", _merging_first(ClickHouseWriter.mutate))
         assert main(["restate", "--settings", str(tmp_path / "restated.env")]) == 0
         restated = _splits(client)
         versions_restated = _weights_versions(client)
@@ -104,17 +102,6 @@ def test_a_restate_splits_the_restated_orders_under_markov_and_shapley_too(
 
 
 WEIGHTS_WINDOW = timedelta(days=90)
-
-
-def _merging_first(mutate: Any) -> Any:
-    """`ClickHouseWriter.mutate` after a merge of `journey_paths`, which the engine may start at
-    any moment: one that keeps the higher version of a path must not cost the restated path."""
-
-    def merged_then_mutated(writer: ClickHouseWriter, sql: str, parameters: dict[str, Any]) -> None:
-        writer.query("OPTIMIZE TABLE journey_paths FINAL", readonly=False)
-        mutate(writer, sql, parameters)
-
-    return merged_then_mutated
 
 
 def _data_driven_passes(sink: DataDrivenSink) -> None:
