@@ -475,7 +475,7 @@ class DataDrivenSink:
             paths.append(converting_path(linear))
         return derived, paths
 
-    def restate_paths(self, converting: Sequence[JourneyPath], watermark: datetime) -> None:
+    def restate_paths(self, converting: Sequence[JourneyPath], watermark: datetime) -> int:
         """Every path again, once a restate's credits rule: `converting`, the restated orders'
         paths, then the non-converting ones under these rules (the lookback decides which clicks
         are an order's touchpoints and where a journey without an order ends), up to the event
@@ -485,7 +485,8 @@ class DataDrivenSink:
         may have restated an order more often than the restate does: beside the new path, the
         old one would win under FINAL, and a merge would drop the new one. A restarted worker
         resumes crediting after the newest credit row (LAST_CREDITED_SQL), which the restate has
-        split already, and writes non-converting paths on from the last one written here."""
+        split already, and writes non-converting paths on from the last one written here.
+        Returns how many non-converting paths it wrote."""
         self.writer.command(CLEAR_PATHS_SQL, {})
         _, [[newest]] = self.writer.query(NEWEST_CREDIT_SQL)
         self.writer.insert_columns(
@@ -494,11 +495,12 @@ class DataDrivenSink:
             list(CONVERTING_PATH_COLUMNS),
         )
         self.paths_until = None
+        closed = 0
         while True:
             reached = self.paths_until
-            self._write_closed_paths(watermark)
+            closed += self._write_closed_paths(watermark)
             if self.paths_until == reached:
-                return
+                return closed
 
     # --- non-converting paths --------------------------------------------------------------
 

@@ -377,11 +377,14 @@ class DataDrivenSplits:
     paths: list[JourneyPath]
     sink_at: tuple[DataDrivenSink, datetime] | None = None
 
-    def store_paths(self) -> None:
-        """Every path again: the restated orders', then the non-converting ones."""
-        if self.sink_at is not None:
-            sink, watermark = self.sink_at
-            sink.restate_paths(self.paths, watermark)
+    def store_paths(self) -> str:
+        """Every path again, the restated orders' then the non-converting ones; what was written,
+        for the restate's report ('' when none)."""
+        if self.sink_at is None:
+            return ""
+        sink, watermark = self.sink_at
+        closed = sink.restate_paths(self.paths, watermark)
+        return f"; journey paths written again: {len(self.paths)} with an order, {closed} without"
 
 
 def derive_data_driven_splits(
@@ -465,8 +468,9 @@ def run_restate(settings: Settings, path: Path, processes: int) -> int:
             version = adopt(
                 client, adopted, [*outcome.final_rows, *splits.rows], now, written_before
             )
+            paths_written = ""
             try:
-                splits.store_paths()
+                paths_written = splits.store_paths()
             except ClickHouseError as error:
                 # The version rules already: the credits switched, only the weights' input lags.
                 print(
@@ -489,8 +493,8 @@ def run_restate(settings: Settings, path: Path, processes: int) -> int:
     orders = sum(1 for row in outcome.final_rows if isinstance(row, OrderRow))
     print(
         f"settings version {version} rules from now: {orders} orders and their credits restated "
-        f"from {len(history.lines)} events; version {active} stays in credits_s{active} "
-        f"and orders_s{active}. Restart the workers with {path}.",
+        f"from {len(history.lines)} events{paths_written}; version {active} stays in "
+        f"credits_s{active} and orders_s{active}. Restart the workers with {path}.",
         file=sys.stderr,
     )
     return 0

@@ -30,7 +30,7 @@ PII_SALT = "restate-salt"
 
 
 def test_a_restate_splits_the_restated_orders_under_markov_and_shapley_too(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The data-driven models switch with the others: the restate splits the restated `linear`
     rows as the worker's data-driven pass would, each order by the weights version it was split
@@ -60,6 +60,7 @@ def test_a_restate_splits_the_restated_orders_under_markov_and_shapley_too(
         monkeypatch.setenv("ATTRIBUTION_PII_SALT", PII_SALT)
         monkeypatch.setenv("ATTRIBUTION_WEIGHTS_REWEIGH_DAYS", "0")
         assert main(["restate", "--settings", str(tmp_path / "restated.env")]) == 0
+        report = capsys.readouterr().err
         restated = _splits(client)
         versions_restated = _weights_versions(client)
         paths = _converting_paths(client)
@@ -99,6 +100,10 @@ def test_a_restate_splits_the_restated_orders_under_markov_and_shapley_too(
     # settled, under half a day many have, none longer than the lookback.
     assert len(closed_restated) > len(closed_before)
     assert max(closed_restated.values()) <= timedelta(days=0.5)
+    assert (
+        f"; journey paths written again: {len(paths)} with an order, {len(closed_restated)} "
+        "without; version 1 stays in credits_s1"
+    ) in report
 
 
 WEIGHTS_WINDOW = timedelta(days=90)
