@@ -47,6 +47,13 @@ def _worker(settings: Settings) -> int:
     from streams.app import create_topology
     from streams.topics import ensure_topics
 
+    if settings.role in ("all", "sink"):
+        refusal = _settings_refusal(settings)
+        if refusal is not None:
+            from streams.supervisor import REFUSED_TO_START
+
+            print(f"not started: {refusal}", file=sys.stderr)
+            return REFUSED_TO_START
     asyncio.run(ensure_topics(settings))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     topology = create_topology(settings)
@@ -64,6 +71,31 @@ def _worker(settings: Settings) -> int:
     ]
     topology.app.main()
     return 0
+
+
+def _settings_refusal(settings: Settings) -> str | None:
+    """`settings_refusal` for the worker's ClickHouse, which it migrates as it will anyway. A
+    server that does not answer yet is not waited for: the sink holds its rows until it does."""
+    from clickhouse_connect.driver.exceptions import ClickHouseError
+
+    from sinks.clickhouse import connect
+    from sinks.migrations import migrate
+    from streams.restate import settings_refusal
+    from streams.scenario import first_line
+
+    try:
+        client = connect(settings.clickhouse)
+        try:
+            migrate(client)
+            return settings_refusal(client, settings)
+        finally:
+            client.close()
+    except (ClickHouseError, OSError) as error:
+        print(
+            f"settings not compared with the stored history's: {first_line(error)}",
+            file=sys.stderr,
+        )
+        return None
 
 
 def read_events(path: Path, errors: list[str]) -> Iterator[Event]:

@@ -242,6 +242,32 @@ def active_version(client: Client, ruling: Settings, now: datetime) -> Mapping[s
     return first
 
 
+def settings_refusal(client: Client, settings: Settings) -> str | None:
+    """Why a worker with `settings` must not write to this history (None: it may): after a
+    restate, a worker whose rule settings are not the active version's would credit orders
+    under other rules than every stored one. Before any restate, nothing is recorded to
+    compare with."""
+    versions = manifest(client)
+    if not versions:
+        return None
+    active = _active(versions)
+    ruling = json.loads(active["settings"])
+    here = json.loads(rules_json(settings))
+    differing = [
+        f"{name} {here.get(name)} here, {ruling.get(name)} there"
+        for name in RULE_SETTINGS
+        if here.get(name) != ruling.get(name)
+    ]
+    if not differing:
+        return None
+    return (
+        f"the stored credits follow settings version {active['version']}, and these settings "
+        f"differ: {'; '.join(differing)}. Start the worker with version {active['version']}'s "
+        "settings (the file `attribution restate` adopted), or adopt these with "
+        "`attribution restate --settings FILE`"
+    )
+
+
 def roll_back(client: Client) -> list[int]:
     """Undo every restate that stopped before it finished: the replaced data goes back to
     `credits` and `orders`, the pending version's tables are dropped. Return their versions."""

@@ -13,7 +13,9 @@ same command, and their processes join the same groups.
   embedded ClickHouse stays where a single-process worker keeps it.
 - A process that exits while the service runs is started again after a pause that doubles from
   one second up to a minute, and resets once it ran for a minute: its partitions go to the
-  others meanwhile and come back at the next rebalance, as with any worker that stops.
+  others meanwhile and come back at the next rebalance, as with any worker that stops. One that
+  refuses to start (exit code 2: settings that do not fit the stored history) stops the service
+  with the same code, as starting it again cannot help.
 - SIGTERM, SIGINT or SIGHUP stops the service: every process gets SIGTERM (a sink stores what
   it holds, stages save theirs, offsets are committed), and one that is still running after the
   grace period is killed. A process is also sent SIGTERM if the supervisor dies.
@@ -35,6 +37,9 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# A worker's exit code when it refuses to start (settings that do not fit the stored history):
+# starting it again cannot help, so the service stops with it.
+REFUSED_TO_START = 2
 FIRST_RESTART_PAUSE = 1.0
 LONGEST_RESTART_PAUSE = 60.0
 STOP_GRACE_SECONDS = 50.0  # under docker-compose's stop_grace_period of 60 s
@@ -92,14 +97,17 @@ class Supervised:
         self.started_at = time.monotonic()
         log.info("started %s (pid %d)", self.name, self.process.pid)
 
-    def check(self, now: float) -> None:
-        """Start it again if it exited and its pause is over."""
+    def check(self, now: float) -> bool:
+        """Start it again if it exited and its pause is over; False if it refused to start."""
         if self.process is not None:
             code = self.process.poll()
             if code is None:
                 if now - self.started_at >= LONGEST_RESTART_PAUSE:
                     self.pause = FIRST_RESTART_PAUSE
-                return
+                return True
+            if code == REFUSED_TO_START:
+                log.error("%s refused to start (its reason above); stopping the service", self.name)
+                return False
             log.warning(
                 "%s exited with %d; starting it again in %.0f s", self.name, code, self.pause
             )
@@ -108,6 +116,7 @@ class Supervised:
             self.pause = min(self.pause * 2, LONGEST_RESTART_PAUSE)
         elif now >= self.due_at:
             self.start()
+        return True
 
     def terminate(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -143,7 +152,7 @@ def supervise(settings: Settings, processes: int) -> int:
         Supervised("sink" if child.role == "sink" else f"stages-{index}", child)
         for index, child in enumerate(process_settings(settings, processes))
     ]
-    stopping = False
+    stopping = refused = False
 
     def stop(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
@@ -156,8 +165,9 @@ def supervise(settings: Settings, processes: int) -> int:
             child.start()
         while not stopping:
             now = time.monotonic()
-            for child in children:
-                child.check(now)
+            if not all(child.check(now) for child in children):
+                refused = True
+                break
             time.sleep(POLL_SECONDS)
     finally:
         log.info("stopping %d processes", len(children))
@@ -166,4 +176,4 @@ def supervise(settings: Settings, processes: int) -> int:
         deadline = time.monotonic() + STOP_GRACE_SECONDS
         for child in children:
             child.wait_or_kill(deadline)
-    return 0
+    return REFUSED_TO_START if refused else 0

@@ -22,6 +22,7 @@ from simulation.storefront import Storefront
 from sinks.clickhouse import connect
 from sinks.datadriven import LAST_CREDITED_SQL, DataDrivenSink
 from streams.cli import main
+from streams.restate import settings_refusal
 from streams.settings import Settings
 from tests.integration.helpers import storefront_clickhouse
 
@@ -82,6 +83,10 @@ def test_a_restate_splits_the_restated_orders_under_markov_and_shapley_too(
         orders = sorted(versions_restated)
         assert restarted.credit_page(orders, restarted.current_weights(), watermark) == 0
         [[rows_after_passes]] = client.query("SELECT count() FROM credits").result_rows
+        # A worker started with the settings of before would credit under other rules.
+        assert main(["worker", "--processes", "1"]) == 2
+        refused = capsys.readouterr().err
+        assert settings_refusal(client, Settings(lookback_days=0.5)) is None
     finally:
         client.close()
     assert _split_from_linear(before)
@@ -100,6 +105,10 @@ def test_a_restate_splits_the_restated_orders_under_markov_and_shapley_too(
     # settled, under half a day many have, none longer than the lookback.
     assert len(closed_restated) > len(closed_before)
     assert max(closed_restated.values()) <= timedelta(days=0.5)
+    assert refused.startswith(
+        "not started: the stored credits follow settings version 2, and these settings differ: "
+        "lookback_days 30 here, 0.5 there. Start the worker with version 2's settings"
+    )
     assert (
         f"; journey paths written again: {len(paths)} with an order, {len(closed_restated)} "
         "without; version 1 stays in credits_s1"
