@@ -245,18 +245,26 @@ def active_version(client: Client, ruling: Settings, now: datetime) -> Mapping[s
 def settings_refusal(client: Client, settings: Settings) -> str | None:
     """Why a worker with `settings` must not write to this history (None: it may): after a
     restate, a worker whose rule settings are not the active version's would credit orders
-    under other rules than every stored one. Before any restate, nothing is recorded to
-    compare with."""
+    under other rules than every stored one; while a restate is pending, `credits` may hold
+    its data, which the next restate would roll back with the worker's rows. Before the first
+    finished restate nothing is compared: version 1 records the settings of whoever ran it, a
+    guess at what ruled. A setting the active version did not record is not compared."""
     versions = manifest(client)
-    if not versions:
+    pending = [version["version"] for version in versions if version["state"] == PENDING]
+    if pending:
+        return (
+            f"settings version {pending[0]} is pending: a restate is running or stopped half"
+            " way; let it finish, or run `attribution restate` again to roll it back"
+        )
+    active = next((version for version in versions if version["state"] == ACTIVE), None)
+    if active is None or active["version"] == 1:
         return None
-    active = _active(versions)
     ruling = json.loads(active["settings"])
     here = json.loads(rules_json(settings))
     differing = [
-        f"{name} {here.get(name)} here, {ruling.get(name)} there"
+        f"{name} {here[name]} here, {ruling[name]} there"
         for name in RULE_SETTINGS
-        if here.get(name) != ruling.get(name)
+        if name in ruling and here[name] != ruling[name]
     ]
     if not differing:
         return None

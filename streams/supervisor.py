@@ -14,8 +14,8 @@ same command, and their processes join the same groups.
 - A process that exits while the service runs is started again after a pause that doubles from
   one second up to a minute, and resets once it ran for a minute: its partitions go to the
   others meanwhile and come back at the next rebalance, as with any worker that stops. One that
-  refuses to start (exit code 2: settings that do not fit the stored history) stops the service
-  with the same code, as starting it again cannot help.
+  refuses to start (exit code 78, EX_CONFIG: settings that do not fit the stored history) stops
+  the service with the same code, as starting it again cannot help.
 - SIGTERM, SIGINT or SIGHUP stops the service: every process gets SIGTERM (a sink stores what
   it holds, stages save theirs, offsets are committed), and one that is still running after the
   grace period is killed. A process is also sent SIGTERM if the supervisor dies.
@@ -38,8 +38,9 @@ from streams.settings import Settings
 log = logging.getLogger(__name__)
 
 # A worker's exit code when it refuses to start (settings that do not fit the stored history):
-# starting it again cannot help, so the service stops with it.
-REFUSED_TO_START = 2
+# starting it again cannot help, so the service stops with it. EX_CONFIG, which neither Python
+# nor Faust's option parsing (2) uses.
+REFUSED_TO_START = os.EX_CONFIG
 FIRST_RESTART_PAUSE = 1.0
 LONGEST_RESTART_PAUSE = 60.0
 STOP_GRACE_SECONDS = 50.0  # under docker-compose's stop_grace_period of 60 s

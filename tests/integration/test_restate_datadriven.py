@@ -24,6 +24,7 @@ from sinks.datadriven import LAST_CREDITED_SQL, DataDrivenSink
 from streams.cli import main
 from streams.restate import settings_refusal
 from streams.settings import Settings
+from streams.supervisor import REFUSED_TO_START
 from tests.integration.helpers import storefront_clickhouse
 
 pytestmark = pytest.mark.integration
@@ -84,7 +85,8 @@ def test_a_restate_splits_the_restated_orders_under_markov_and_shapley_too(
         assert restarted.credit_page(orders, restarted.current_weights(), watermark) == 0
         [[rows_after_passes]] = client.query("SELECT count() FROM credits").result_rows
         # A worker started with the settings of before would credit under other rules.
-        assert main(["worker", "--processes", "1"]) == 2
+        monkeypatch.setenv("ATTRIBUTION_KAFKA_URL", "kafka://127.0.0.1:9")  # never reached
+        assert main(["worker", "--processes", "1"]) == REFUSED_TO_START
         refused = capsys.readouterr().err
         assert settings_refusal(client, Settings(lookback_days=0.5)) is None
     finally:
