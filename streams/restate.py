@@ -157,9 +157,13 @@ def _setting_text(value: Any) -> str:
     return str(value)
 
 
+def rule_values(settings: Settings) -> dict[str, str]:
+    """The settings that decide credits, by name, as the manifest records them."""
+    return {name: _setting_text(getattr(settings, name)) for name in RULE_SETTINGS}
+
+
 def rules_json(settings: Settings) -> str:
-    """The settings that decide credits, as the manifest records them."""
-    return json.dumps({name: _setting_text(getattr(settings, name)) for name in RULE_SETTINGS})
+    return json.dumps(rule_values(settings))
 
 
 def staging_table(table: str, version: int) -> str:
@@ -260,7 +264,7 @@ def settings_refusal(client: Client, settings: Settings) -> str | None:
     if active is None or active["version"] == 1:
         return None
     ruling = json.loads(active["settings"])
-    here = json.loads(rules_json(settings))
+    here = rule_values(settings)
     differing = [
         f"{name} {here[name]} here, {ruling[name]} there"
         for name in RULE_SETTINGS

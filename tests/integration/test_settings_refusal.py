@@ -21,7 +21,7 @@ from clickhouse_connect.driver.client import Client
 from sinks.clickhouse import connect
 from sinks.migrations import migrate
 from streams.cli import _settings_refusal
-from streams.restate import rules_json, settings_refusal
+from streams.restate import rule_values, rules_json, settings_refusal
 from streams.settings import Settings
 from streams.supervisor import REFUSED_TO_START
 from streams.worker_process import free_port
@@ -105,7 +105,7 @@ def test_what_a_worker_is_compared_with(tmp_path: Path) -> None:
         assert refused is not None and "lookback_days 30 here, 7 there." in refused
 
         # A setting a version did not record (it came later) is not compared.
-        recorded = json.loads(rules_json(RESTATED))
+        recorded = rule_values(RESTATED)
         del recorded["lookback_days"]
         record(client, 2, json.dumps(recorded), "active")
         assert settings_refusal(client, TODAY) is None
