@@ -21,7 +21,7 @@ from clickhouse_connect.driver.client import Client
 from sinks.clickhouse import connect
 from sinks.migrations import migrate
 from streams.cli import _settings_refusal
-from streams.restate import rule_values, rules_json, settings_refusal
+from streams.restate import _record, rule_values, rules_json, settings_refusal
 from streams.settings import Settings
 from streams.supervisor import REFUSED_TO_START
 from streams.worker_process import free_port
@@ -32,14 +32,21 @@ TODAY, RESTATED = Settings(), Settings(lookback_days=7)
 
 
 def record(client: Client, version: int, settings: str, state: str) -> None:
-    """A row of the settings manifest, as `attribution restate` writes it."""
-    client.insert(
-        "settings_versions",
-        [[version, settings, datetime(2026, version, 1, tzinfo=UTC), None, "credits", "orders",
-          state]],
-        column_names=["version", "settings", "ruled_from", "ruled_to", "credits_table",
-                      "orders_table", "state"],
-    )  # fmt: skip
+    """A row of the settings manifest, written as `attribution restate` writes it."""
+    _record(
+        client,
+        [
+            {
+                "version": version,
+                "settings": settings,
+                "ruled_from": datetime(2026, version, 1, tzinfo=UTC),
+                "ruled_to": None,
+                "credits_table": "credits",
+                "orders_table": "orders",
+                "state": state,
+            }
+        ],
+    )
 
 
 # Run in a process of its own: the embedded engine's data dir is then free for the worker.
